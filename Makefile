@@ -1,0 +1,36 @@
+# make demo : set up on a fresh machine, fetch the real photos, score them, print the ranking
+# make test : set up and run every test
+PY ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+export PREFIQS_DATA ?= $(CURDIR)/data
+
+.PHONY: demo test setup assets sweep bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+$(PREFIQS_DATA)/.assets-ok: tools/fetch_assets.sh | setup
+	PYTHON=$(VPY) bash tools/fetch_assets.sh
+
+assets: $(PREFIQS_DATA)/.assets-ok
+
+demo: setup assets
+	$(VPY) -m prefiqs_core demo --out-dir out/demo
+
+test: setup assets
+	$(VPY) -m pytest -c tests/pytest.ini --rootdir tests tests $(PYTEST_ARGS)
+
+sweep: setup assets
+	$(VPY) benchmarks/sweep.py
+
+bench: setup assets
+	$(VPY) benchmarks/speed.py
+
+clean:
+	rm -rf out .pytest_cache

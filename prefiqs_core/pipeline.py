@@ -1,0 +1,152 @@
+"""Files → aligned chips → scores, streaming in batches.
+
+Decoding, detection and alignment run in DataLoader workers (CPU-bound, parallel); the network runs
+in the main process on full batches. Images that cannot be used yield an error row and never stop
+the run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .assets import IMAGE_EXTENSIONS
+from .images import ImageError, load_rgb
+
+MODES = ("detect", "aligned")
+
+
+def expand_paths(inputs: Iterable) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files stay as given; folders are walked for image files (sorted). Returns (paths, missing)."""
+    paths, missing = [], []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            paths.extend(found)
+        elif p.exists():
+            paths.append(p)
+        else:
+            missing.append((p, "no such file or folder"))
+    return paths, missing
+
+
+@dataclass
+class ImageFaces:
+    """What one image yields: aligned chips (possibly none) or an error."""
+
+    path: str
+    chips: np.ndarray  # (n, S, S, 3) uint8
+    boxes: list = field(default_factory=list)  # per face (x0, y0, x1, y1) pixels, or None when aligned
+    scores: list = field(default_factory=list)  # detector scores, or None
+    size: tuple = (0, 0)  # (width, height) of the image
+    error: str | None = None
+
+
+class ChipDataset(Dataset):
+    """Per image: decode, then either resize (already-aligned chips) or detect + align each face."""
+
+    def __init__(self, paths, backbone_preprocess, mode: str = "detect", detector=None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.paths = [str(p) for p in paths]
+        self.pre = backbone_preprocess
+        self.mode = mode
+        self.detector = detector
+        if mode == "detect" and detector is None:
+            from .alignment import DlibDetector
+            self.detector = DlibDetector()
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i) -> ImageFaces:
+        from .alignment import align_face, get_template, resize_chip
+
+        path = self.paths[i]
+        empty = np.zeros((0, self.pre.size, self.pre.size, 3), np.uint8)
+        try:
+            img = load_rgb(path)
+        except ImageError as e:
+            return ImageFaces(path, empty, error=str(e))
+        size = (img.shape[1], img.shape[0])
+        if self.mode == "aligned":
+            return ImageFaces(path, resize_chip(img, self.pre.size)[None], [None], [None], size)
+        faces = self.detector.detect(img)
+        if not faces:
+            return ImageFaces(path, empty, size=size, error="no face detected")
+        template = get_template(self.pre.template)
+        chips = np.stack([align_face(img, f, template) for f in faces])
+        return ImageFaces(path, chips, [tuple(map(float, f.box)) for f in faces],
+                          [float(f.score) for f in faces], size)
+
+
+def _worker_init(_):
+    # Each worker decodes and detects on one core; letting torch/OpenCV spawn threads there only
+    # oversubscribes the CPU the main process needs for the network.
+    torch.set_num_threads(1)
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+def iter_images(dataset: ChipDataset, num_workers: int | None = None) -> Iterator[ImageFaces]:
+    if num_workers is None:
+        num_workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+    if num_workers == 0:
+        yield from (dataset[i] for i in range(len(dataset)))
+        return
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                        worker_init_fn=_worker_init, prefetch_factor=8, persistent_workers=False)
+    yield from loader
+
+
+@dataclass
+class FaceRow:
+    path: str
+    face: int  # index of the face in its image; -1 for an image-level error
+    box: tuple | None
+    det_score: float | None
+    drift: float | None
+    quality: float | None
+    error: str | None = None
+    dense: np.ndarray | None = None
+    pruned: np.ndarray | None = None
+
+
+def score_images(scorer, images: Iterable[ImageFaces], batch_size: int = 64,
+                 keep_embeddings: bool = False) -> Iterator[FaceRow]:
+    """Score faces from ``images`` in full batches, yielding rows in input order."""
+    pending: list[ImageFaces] = []
+    n_chips = 0
+
+    def flush():
+        nonlocal pending, n_chips
+        chips = [im.chips for im in pending if im.error is None]
+        res = scorer.score(np.concatenate(chips), batch_size=max(batch_size, 1)) if chips else None
+        j = 0
+        for im in pending:
+            if im.error is not None:
+                yield FaceRow(im.path, -1, None, None, None, None, im.error)
+                continue
+            for k in range(len(im.chips)):
+                yield FaceRow(im.path, k, im.boxes[k], im.scores[k], float(res.drift[j]), float(res.quality[j]),
+                              None, res.dense[j] if keep_embeddings else None,
+                              res.pruned[j] if keep_embeddings else None)
+                j += 1
+        pending, n_chips = [], 0
+
+    for im in images:
+        pending.append(im)
+        n_chips += len(im.chips)
+        if n_chips >= batch_size:
+            yield from flush()
+    if pending:
+        yield from flush()
