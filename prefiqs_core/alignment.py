@@ -392,8 +392,8 @@ class DlibDetector:
             from . import assets
 
             path = self.predictor_path or assets.dlib_shape_predictor_5()
-            self._predictor = dlib.shape_predictor(str(assets.require(Path(path),
-                                                                      "dlib 5-point shape predictor")))
+            path = assets.require(Path(path), "dlib 5-point shape predictor")
+            self._predictor = dlib.shape_predictor(str(path))
             self._detector = dlib.get_frontal_face_detector()
 
     def detect(self, image_rgb) -> list[Face]:

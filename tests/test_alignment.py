@@ -109,10 +109,9 @@ def test_warp_puts_landmarks_exactly_on_the_template():
     """Pixel geometry, without any detector noise: dots drawn at 5 points land on the template."""
     for t in al.TEMPLATES.values():
         # Landmarks: the arcface5 template, turned 20°, scaled 3x and moved into a large canvas.
-        rng = np.random.default_rng(1)
         m = np.array([[3 * np.cos(0.35), -3 * np.sin(0.35), 400],
                       [3 * np.sin(0.35), 3 * np.cos(0.35), 100]])
-        pts = al.apply_transform(m, t.landmarks("arcface5")) + rng.normal(0, 0.0, (5, 2))
+        pts = al.apply_transform(m, t.landmarks("arcface5"))
         img = np.zeros((1000, 1000, 3), np.uint8)
         for x, y in pts:
             cv2.circle(img, (int(round(x * 16)), int(round(y * 16))), 5 * 16, (255, 255, 255),
@@ -174,9 +173,10 @@ def test_dlib150_alignment_of_dlib_faces_is_dlibs_own_chip(dlib_det):
 def test_warp_with_the_dlib150_template_matches_dlib(dlib_det, name):
     """warp_to_template(dlib5 → dlib150) is dlib.get_face_chip up to rounding: validates the template.
 
-    Measured mean |difference| per chip: 0.46-0.9 for faces dlib resamples directly, 1.9-2.5 for
-    the large faces where dlib first halves the photo (its pyramid truncates and samples half a
-    pixel off). A template off by 1 px already gives 3-5. Bound: 3.5 (0..255 scale).
+    Measured mean |difference| per chip (0..255): 0.5-0.9 where dlib resamples the photo directly,
+    2.0-2.4 for the large faces where it first halves the photo (its pyramid truncates and samples
+    half a pixel off). The template shifted or scaled by 1 px gives 1.7-8.8, above 3.5 on most
+    faces, and fitting in insightface's direction instead of dlib's gives up to 15. Bound: 3.5.
     """
     img = photo(name)
     for face in dlib_det.detect(img):
@@ -201,24 +201,40 @@ def test_dlib_faces_align_to_arcface112(dlib_det, yunet):
     assert chip.shape == (112, 112, 3)
     found = yunet.detect(chip)
     assert len(found) == 1
-    # measured: eyes within 2.4 px, all points within 4 px (YuNet's own jitter is ~2 px)
+    # measured: eyes within 1.7 px, all points within 3.7 px (YuNet's own jitter is 1-4 px)
     assert np.abs(found[0].landmarks - ARC.landmarks("arcface5")).max() < 6
 
 
-def test_detector_pickles_and_works_in_forked_workers(dlib_det):
-    img = photo("obama.jpg")
-    det = al.DlibDetector()
-    det.detect(img)  # loaded in the parent ...
-    clone = pickle.loads(pickle.dumps(det))  # ... dropped on pickling, reloaded on use
-    assert clone._detector is None and len(clone.detect(img)) == 1
-    with mp.get_context("fork").Pool(2) as pool:
-        counts = pool.map(_count_faces, [(det, "obama.jpg"), (det, "friends_t1.jpg")])
-    assert counts == [1, 6]
+_INHERITED = {}
 
 
 def _count_faces(args):
     det, name = args
     return len(det.detect(photo(name)))
+
+
+def _count_faces_inherited(name):
+    return len(_INHERITED["det"].detect(photo(name)))
+
+
+@pytest.mark.parametrize("load_first", [False, True])
+def test_detector_pickles_and_works_in_forked_workers(load_first):
+    img = photo("obama.jpg")
+    det = al.DlibDetector()
+    if load_first:
+        det.detect(img)  # models loaded in the parent
+    clone = pickle.loads(pickle.dumps(det))  # models dropped on pickling, reloaded on use
+    assert clone._detector is None and len(clone.detect(img)) == 1
+    names = ["obama.jpg", "friends_t1.jpg"]
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:  # handed over by pickling, as with a spawned DataLoader worker
+        assert pool.map(_count_faces, [(det, n) for n in names]) == [1, 6]
+    _INHERITED["det"] = det
+    try:
+        with ctx.Pool(2) as pool:  # inherited through fork, as a Dataset is by forked workers
+            assert pool.map(_count_faces_inherited, names) == [1, 6]
+    finally:
+        _INHERITED.clear()
 
 
 # --- YuNet / arcface112 ------------------------------------------------------------------------
@@ -306,7 +322,7 @@ def test_aligned_112_chip_resizes_for_the_dlib_template(dlib_det):
         (f,) = dlib_det.detect(c)
         return np.hypot(*(f.landmarks - DLIB.landmarks("dlib5")).T).mean()
 
-    # measured: 17.2 px resized, 7.5 px converted (this chip's face is tilted down)
+    # measured mean point error: 22.5 px resized, 7.1 px converted (this face is tilted down)
     assert error(converted) < 10 < error(resized)
 
 

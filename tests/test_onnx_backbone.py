@@ -157,7 +157,7 @@ def test_sface_identity_sanity(sface, faces):
 
 def test_sface_works_with_torch_func_and_any_device(sface):
     net = sface.net
-    x = torch.rand(2, 3, 112, 112) * 255
+    x = torch.rand(1, 3, 112, 112) * 255
     params = {k: v.detach() for k, v in net.named_parameters()}
     tangents = {k: torch.randn_like(v) * v.abs() for k, v in params.items()}  # relative nudges
 
@@ -167,13 +167,16 @@ def test_sface_works_with_torch_func_and_any_device(sface):
     out, jvp_out = torch.func.jvp(f, (params,), (tangents,))
     with torch.no_grad():
         torch.testing.assert_close(out, net(x))
-        # A central difference along the tangent agrees with the JVP (in float64, so that the
-        # check measures the derivative rather than float32 rounding).
+        # A central difference along the tangent agrees with the JVP. It runs in float64 with a
+        # tiny step: PReLU kinks make larger steps inaccurate, float32 would drown it in rounding.
         net64, x64 = copy.deepcopy(net).double(), x.double()
-        eps = 1e-5
-        plus = f({k: (v + eps * tangents[k]).double() for k, v in params.items()}, net64, x64)
-        minus = f({k: (v - eps * tangents[k]).double() for k, v in params.items()}, net64, x64)
-    torch.testing.assert_close(((plus - minus) / (2 * eps)).float(), jvp_out, rtol=1e-3, atol=1e-3)
+        p64 = {k: v.double() for k, v in params.items()}
+        t64 = {k: v.double() for k, v in tangents.items()}
+        eps = 1e-8
+        plus = f({k: v + eps * t64[k] for k, v in p64.items()}, net64, x64)
+        minus = f({k: v - eps * t64[k] for k, v in p64.items()}, net64, x64)
+    fd = ((plus - minus) / (2 * eps)).float()
+    assert (fd - jvp_out).abs().max() <= 1e-3 * jvp_out.abs().max()
     # On the meta device any numpy call or CPU-made constant inside forward() would fail.
     meta = copy.deepcopy(net).to("meta")
     assert meta(torch.empty(5, 3, 112, 112, device="meta")).shape == (5, 128)

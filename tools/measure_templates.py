@@ -2,10 +2,15 @@
 
 Usage: ``python tools/measure_templates.py`` (needs ``make assets``: the demo photos, YuNet).
 
-For every face that both dlib (HOG + 5-point predictor) and YuNet find in the demo photos:
+Samples: every face that both dlib (HOG + 5-point predictor) and YuNet find in a demo photo
+and in its mirror image, keeping the near-frontal ones (both views; see ``matched_faces``).
+For each:
 
 (a) dlib150/dlib5: dlib's 5 predictor points mapped into the chip through the exact transform
-    ``dlib.get_face_chip`` used (rebuilt from ``get_face_chip_details``' rect and angle);
+    ``dlib.get_face_chip`` used (rebuilt from ``get_face_chip_details``' rect and angle), and,
+    the constant we keep, dlib's own template points as that transform places them (dlib's
+    chip geometry depends a little on the face's size, so they are not a fixed multiple of its
+    normalised template);
 (b) dlib150/arcface5: YuNet's 5 points mapped through the same transform;
 (c) arcface112/arcface5: insightface's published ``arcface_src`` (not measured);
 (d) arcface112/dlib5: dlib's points mapped through the similarity that puts YuNet's points on
@@ -59,9 +64,10 @@ def dlib_chip_matrix(details) -> np.ndarray:
 
 # dlib's normalised 5-point template (get_face_chip_details in dlib/image_transforms/
 # interpolation.h), in the predictor's point order, before padding.
-DLIB_UNIT_TEMPLATE = np.array([[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
-                               [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
-                               [0.4901123135679, 0.6277975316475]])
+DLIB_UNIT_TEMPLATE = np.array([
+    [0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
+    [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
+    [0.4901123135679, 0.6277975316475]])
 
 
 def dlib_fit_points(size=DLIB_SIZE, padding=DLIB_PADDING) -> np.ndarray:
@@ -196,7 +202,8 @@ def main():
         return float(np.mean([abs(yaw_ratio(r[3])) for r in pair]))
 
     faces = [r for pair in pairs if pair_yaw(pair) <= MAX_YAW for r in pair]
-    dropped = [f"{pair[0][0]} yaw {pair_yaw(pair):.2f}" for pair in pairs if pair_yaw(pair) > MAX_YAW]
+    dropped = [f"{pair[0][0]} yaw {pair_yaw(pair):.2f}"
+               for pair in pairs if pair_yaw(pair) > MAX_YAW]
     print(f"Using the {len(faces) // 2} near-frontal ones (mean |yaw ratio| <= {MAX_YAW}), each "
           f"with its mirror image: {len(faces)} samples; left out: {'; '.join(dropped)}")
     rows, fidelity = measure(faces)
