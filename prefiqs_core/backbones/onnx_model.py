@@ -13,6 +13,10 @@ way for the models that registries actually ship:
   opset it can convert, but only when every op in the graph has the same inputs, outputs and
   attributes at that opset as at the file's own, i.e. when the newer versions only added types.
 
+Dropout nodes are bypassed (they are the identity at inference), and the module is put in eval
+mode, so the network is deterministic and its forward is pure torch: it runs on any device and
+under ``torch.func`` transforms.
+
 Files are parsed as protobuf by ``onnx.load``; nothing is unpickled.
 """
 from __future__ import annotations
@@ -57,12 +61,10 @@ def load_onnx(path, preprocess: Preprocess, name: str | None = None) -> Backbone
     _keep_real_inputs(model)
     input_name = _check_input(model.graph, preprocess, path)
     n_dequantized, n_folded = _fold_constant_weights(model)
+    n_dropouts = _remove_dropout(model)
+    _drop_dead_nodes(model)
     _drop_unused_initializers(model)
-    leftovers = [n.op_type for n in model.graph.node if n.op_type in ("DequantizeLinear", "QuantizeLinear")]
-    if leftovers:
-        raise ValueError(
-            f"{path}: quantises activations ({len(leftovers)} {sorted(set(leftovers))} nodes on "
-            "non-constant tensors); only quantised weights are supported")
+    _reject_activation_quantisation(model, path)
     converted_opset = _converter_opset(model, path)
     _set_default_opset(model, converted_opset)
 
@@ -73,7 +75,8 @@ def load_onnx(path, preprocess: Preprocess, name: str | None = None) -> Backbone
         name=name or path.stem, net=net, preprocess=preprocess, embedding_dim=embedding_dim,
         source=str(path), source_sha256=sha256_of(path),
         extra=dict(input_name=input_name, onnx_opset=opset, converted_opset=converted_opset,
-                   dequantized_weights=n_dequantized, folded_nodes=n_folded))
+                   dequantized_weights=n_dequantized, folded_nodes=n_folded,
+                   removed_dropouts=n_dropouts))
 
 
 def load_sface(path=None) -> Backbone:
@@ -275,6 +278,53 @@ def _fold_constant_weights(model: onnx.ModelProto) -> tuple[int, int]:
     for vi in stale:
         graph.value_info.remove(vi)
     return n_deq, n_other
+
+
+def _remove_dropout(model: onnx.ModelProto) -> int:
+    """Bypass Dropout nodes: they are the identity at inference, which is all a backbone does.
+
+    onnx2torch's Dropout reads its ratio from a tensor, which costs a ``.item()`` (a device sync,
+    and an error on the meta device or under vmap) in every forward, and it would drop
+    activations at random whenever someone calls ``net.train()``.
+    """
+    graph = model.graph
+    used = {n for node in graph.node for n in node.input}
+    outputs = {o.name for o in graph.output}
+    rename, kept = {}, []
+    for node in graph.node:
+        mask_used = len(node.output) > 1 and node.output[1] and node.output[1] in used | outputs
+        training_mode = node.input[2] if len(node.input) > 2 else ""
+        if (node.op_type != "Dropout" or node.domain not in ("", "ai.onnx") or mask_used
+                or training_mode or node.output[0] in outputs):
+            kept.append(node)
+            continue
+        rename[node.output[0]] = rename.get(node.input[0], node.input[0])
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(rename)
+
+
+def _drop_dead_nodes(model: onnx.ModelProto):
+    """Remove nodes none of whose outputs is used (e.g. a Dropout's ratio Constant)."""
+    graph = model.graph
+    while True:
+        used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+        live = [node for node in graph.node if any(o in used for o in node.output if o)]
+        if len(live) == len(graph.node):
+            return
+        del graph.node[:]
+        graph.node.extend(live)
+
+
+def _reject_activation_quantisation(model: onnx.ModelProto, path: Path):
+    """(De)quantise nodes left after folding act on activations, which we do not emulate."""
+    left = [n.op_type for n in model.graph.node if n.op_type in ("DequantizeLinear", "QuantizeLinear")]
+    if left:
+        raise ValueError(f"{path}: quantises activations ({len(left)} {sorted(set(left))} nodes on "
+                         "non-constant tensors); only quantised weights are supported")
 
 
 def _drop_unused_initializers(model: onnx.ModelProto):
