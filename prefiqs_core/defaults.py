@@ -4,7 +4,8 @@ from __future__ import annotations
 from .pruning import PruneSpec
 
 DEFAULTS = {
-    "dlib_resnet29": [PruneSpec("global_l1", 0.5)],
+    # benchmarks/sweep.py: best utility of the single-copy settings (README, "How the defaults were chosen")
+    "dlib_resnet29": [PruneSpec("ln_structured", 0.05, keep_first=True, keep_last=True)],
 }
 FALLBACK = [PruneSpec("global_l1", 0.3)]
 
