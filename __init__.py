@@ -1,0 +1,7 @@
+"""PreFIQs for FiftyOne: registers the operators (the work lives in ``operators/``)."""
+from .operators.plugin_ops import OPERATORS
+
+
+def register(p):
+    for op in OPERATORS:
+        p.register(op)

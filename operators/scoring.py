@@ -1,0 +1,375 @@
+"""``compute_prefiqs``: score every face of a sample collection and store the results as fields.
+
+The data path: sample (or face patch) → aligned chip (``faces.py``) → dense and pruned embeddings
+→ drift → fields, one batch of samples at a time, each batch written with one bulk update per field.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+
+import numpy as np
+import fiftyone as fo
+from fiftyone import ViewField as F
+
+from ..prefiqs_core.backbones import load_backbone
+from ..prefiqs_core.defaults import default_pruning
+from ..prefiqs_core.pruning import PruneSpec
+from ..prefiqs_core.scoring import PreFIQs
+from . import runs
+from .detection import default_keypoints_field, iter_detect_faces
+from .faces import ImageError, match_keypoints, patch_chips, whole_images
+from .progress import Progress, chunks, drive, scaled
+
+DEFAULT_BACKBONE = "dlib_resnet29"
+_SCORERS: "OrderedDict[tuple, PreFIQs]" = OrderedDict()
+_MAX_SCORERS = 2  # each holds a dense and a pruned network; keep the cache small
+
+
+def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
+                    detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
+                    batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False,
+                    progress=None) -> dict:
+    """Scores the face image quality of ``samples`` with PreFIQs and stores it in fields.
+
+    PreFIQs measures how far a face's L2-normalised embedding moves when the recognition network
+    is pruned: ``drift = ‖d/‖d‖ − p/‖p‖‖ ∈ [0, 2]``, and ``quality = 1 − drift / 2`` (higher is
+    better).
+
+    Where the faces come from (exactly one of):
+
+    -   ``patches_field``: every ``fo.Detection`` of this Detections field is a face, aligned
+        with its 5 landmarks from ``keypoints_field`` when given (linked by ``fo.Instance``, else by
+        position), otherwise from its box alone
+    -   ``aligned=True``: each image already is an aligned face chip (it is only resized)
+    -   ``detect=True``: faces are detected with the built-in dlib detector. Without
+        ``patches_field`` the best face of each image is scored at sample level; with it,
+        faces are first detected into ``patches_field`` / ``keypoints_field`` (see
+        :func:`operators.detection.detect_faces`, samples already detected are kept) and scored per face
+
+    Fields written, for run key ``K``:
+
+    -   sample-level runs: ``K_quality``, ``K_drift``, ``K_error`` on each sample
+    -   patch-level runs: ``K_quality``, ``K_drift``, ``K_error`` on each Detection, plus sample
+        fields ``K_min_quality`` (the worst face; for sorting) and ``K_error`` (image-level failures)
+    -   when ``store_embeddings``: ``VectorField`` s ``K_dense``, ``K_pruned``, ``K_drift_vector``
+        beside the quality
+
+    Faces that cannot be scored (unreadable image, no face, degenerate box) get their reason in
+    ``K_error``; they never stop the run. A custom run ``K`` (``samples.get_run_info(K)``)
+    records the full configuration and its results hold summary statistics over the dataset.
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection` (dataset or sample view)
+        run_key ("prefiqs"): the run key, also the prefix of every field written
+        patches_field (None): a ``fo.Detections`` field of faces
+        keypoints_field (None): a ``fo.Keypoints`` field with 5 landmarks per face. The convention
+            is read from each keypoint's ``convention`` attribute, else the field's
+            ``info["landmark_convention"]``, else ``"arcface5"``
+        aligned (False): the images are aligned chips
+        detect (False): detect faces first
+        backbone ("dlib_resnet29"): a name from ``prefiqs_core.backbones.NAMES``
+        checkpoint (None): a weights file for the backbone (default: the backbone's own)
+        pruning (None): the pruning method (``prefiqs_core.pruning.METHODS``); a ``PruneSpec`` or
+            a list of them (an ensemble) is also accepted. Default: the engine's default for the backbone
+        sparsity (None): the fraction of weights pruned; default from the engine
+        batch_size (64): samples per batch (read, scored and written together)
+        device (None): ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: CUDA when available
+        store_embeddings (True): store the embedding vectors; ``True`` for all of ``"dense"``,
+            ``"pruned"``, ``"drift_vector"``, ``False`` for none, or a list of those names
+        overwrite (False): replace an existing run ``K`` (its fields, visualizations and record)
+        resume (False): continue an existing run ``K``, scoring only samples not processed yet;
+            the configuration must match the recorded one
+        progress (None): a callable ``progress(fraction, label)``
+
+    Returns:
+        a dict: ``run_key``, ``num_samples`` processed in this call, ``num_scored`` and
+        ``num_errors`` (faces, or images without a usable face) in this call, ``errors``
+        (up to 50 ``{"id", "filepath", "error"}`` rows) and ``summary``, the run's statistics
+        over all of its fields (as stored in its results)
+    """
+    return drive(iter_compute_prefiqs(samples, run_key=run_key, patches_field=patches_field,
+                                      keypoints_field=keypoints_field, aligned=aligned, detect=detect,
+                                      backbone=backbone, checkpoint=checkpoint, pruning=pruning,
+                                      sparsity=sparsity, batch_size=batch_size, device=device,
+                                      store_embeddings=store_embeddings, overwrite=overwrite,
+                                      resume=resume), progress)
+
+
+def resolve_pruning(backbone_name: str, pruning=None, sparsity=None) -> list[PruneSpec]:
+    """The prune specs for ``pruning``/``sparsity``; what is not given comes from the engine's default.
+
+    The default's other settings (seed, keep_first, keep_last) are kept when only the method or
+    the sparsity is changed, since they were tuned together for the backbone.
+    """
+    if isinstance(pruning, PruneSpec):
+        return [pruning]
+    if isinstance(pruning, (list, tuple)):
+        return list(pruning)
+    defaults = default_pruning(backbone_name)
+    if pruning is None and sparsity is None:
+        return defaults
+    changes = {"method": pruning} if pruning else {}
+    if sparsity is not None:
+        changes["sparsity"] = float(sparsity)
+    return [replace(defaults[0], **changes)]
+
+
+def resolve_device(device=None) -> str:
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def get_scorer(backbone=DEFAULT_BACKBONE, checkpoint=None, specs=None, device=None) -> PreFIQs:
+    """A ``PreFIQs`` scorer, cached per process: pruning a copy costs seconds, scoring a face milliseconds."""
+    specs = specs or resolve_pruning(backbone)
+    key = (backbone, str(checkpoint) if checkpoint else None, tuple(specs), resolve_device(device))
+    if key in _SCORERS:
+        _SCORERS.move_to_end(key)
+        return _SCORERS[key]
+    scorer = PreFIQs(load_backbone(backbone, checkpoint).to(key[3]), pruning=specs, device=key[3])
+    _SCORERS[key] = scorer
+    while len(_SCORERS) > _MAX_SCORERS:
+        _SCORERS.popitem(last=False)
+    return scorer
+
+
+def _vectors(store_embeddings) -> list[str]:
+    if store_embeddings is True:
+        return list(runs.VECTORS)
+    if not store_embeddings:
+        return []
+    names = [store_embeddings] if isinstance(store_embeddings, str) else list(store_embeddings)
+    bad = [n for n in names if n not in runs.VECTORS]
+    if bad:
+        raise ValueError(f"store_embeddings: unknown outputs {bad}; choose from {list(runs.VECTORS)}")
+    return [n for n in runs.VECTORS if n in names]
+
+
+def _input_mode(patches_field, aligned, detect) -> str:
+    if aligned and (detect or patches_field):
+        raise ValueError("aligned=True scores whole images; it cannot be combined with detect or patches_field")
+    if patches_field:
+        return "patches"
+    if aligned:
+        return "aligned"
+    if detect:
+        return "detect"
+    raise ValueError("say where the faces are: patches_field=<Detections field>, aligned=True or detect=True")
+
+
+def iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
+                         detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
+                         batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False):
+    """:func:`compute_prefiqs` as a generator of :class:`Progress`; its return value is the result dict."""
+    runs.check_run_key(run_key)
+    if samples._is_patches or samples._is_frames or samples._is_clips:
+        raise ValueError("pass the dataset or a view of its samples; name face patches with patches_field")
+    dataset = samples._dataset
+    mode = _input_mode(patches_field, aligned, detect)
+    if detect and patches_field and not keypoints_field:
+        keypoints_field = default_keypoints_field(patches_field)
+    vectors = _vectors(store_embeddings)
+    specs = resolve_pruning(backbone, pruning, sparsity)
+    fields = runs.RunFields(run_key, patches_field)
+
+    if patches_field and not detect and not dataset.has_sample_field(patches_field):
+        raise ValueError(f"dataset {dataset.name!r} has no field {patches_field!r}")
+    if keypoints_field and not detect and not dataset.has_sample_field(keypoints_field):
+        raise ValueError(f"dataset {dataset.name!r} has no keypoints field {keypoints_field!r}")
+    yield Progress(0.0, f"loading {backbone}")
+    scorer = get_scorer(backbone, checkpoint, specs, device)
+    config = _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, vectors, specs)
+    _prepare_run(samples, fields, config, overwrite, resume)
+
+    start = 0.0
+    if detect and patches_field:
+        yield from scaled(iter_detect_faces(samples, patches_field, keypoints_field), 0.0, 0.3)
+        start = 0.3
+    _declare_fields(dataset, fields, vectors)
+
+    todo = samples.match(~(F(fields.done[0]).exists() | F(fields.done[1]).exists())) if resume else samples
+    ids = todo.values("id")
+    total = len(ids)
+    tally = dict(num_samples=0, num_scored=0, num_errors=0, errors=[])
+    default_conv = _field_convention(dataset, keypoints_field)
+    for chunk in chunks(ids, batch_size):
+        # select from the caller's view, not the dataset, so label filters in that view still apply
+        view = samples.select(chunk, ordered=True)
+        if patches_field:
+            _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally)
+        else:
+            _score_images(view, fields, mode, scorer, batch_size, vectors, tally)
+        tally["num_samples"] += len(chunk)
+        yield Progress(start + (1 - start) * tally["num_samples"] / max(total, 1),
+                       f"scored {tally['num_samples']}/{total} samples")
+
+    summary = _summary(dataset, fields)
+    runs.update_results(dataset, run_key, summary=summary)
+    return dict(run_key=run_key, **tally, summary=summary)
+
+
+def _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, vectors, specs) -> dict:
+    cfg = scorer.config()
+    return dict(
+        backbone=cfg["backbone"], checkpoint=str(checkpoint) if checkpoint else None,
+        checkpoint_sha256=cfg["source_sha256"], weights_file=cfg["source"], preprocess=cfg["preprocess"],
+        pruning=cfg["pruning"], pruning_method=specs[0].method if len(specs) == 1 else "ensemble",
+        sparsity=[s.sparsity for s in specs], achieved_sparsity=cfg["achieved_sparsity"],
+        input=mode, patches_field=fields.patches_field, keypoints_field=keypoints_field,
+        batch_size=int(batch_size), device=str(scorer.device), store_embeddings=vectors,
+        fields=fields.all_paths(vectors),
+    )
+
+
+_MATCHING = ("backbone", "checkpoint_sha256", "pruning", "input", "patches_field", "keypoints_field")
+
+
+def _prepare_run(samples, fields, config, overwrite, resume):
+    """Refuse to clobber an existing run unless asked; clear it for ``overwrite``; check it for ``resume``."""
+    dataset, key = samples._dataset, fields.key
+    if runs.run_exists(dataset, key):
+        if resume:
+            old = runs.load_config(dataset, key)
+            diff = [k for k in _MATCHING if old.get(k) != config.get(k)]
+            if diff:
+                raise ValueError(f"cannot resume run {key!r}: its {', '.join(diff)} differ; use overwrite=True "
+                                 "or another run_key")
+            return
+        if not overwrite:
+            raise ValueError(f"run key {key!r} already exists on dataset {dataset.name!r}; pass overwrite=True "
+                             "to replace it or resume=True to continue it")
+        runs.delete_run(dataset, key)
+    else:
+        taken = [p for p in fields.all_paths() if dataset.has_field(p)]
+        if taken and not overwrite:
+            raise ValueError(f"fields {taken} exist but belong to no PreFIQs run {key!r}; pass overwrite=True "
+                             "to replace them or choose another run_key")
+        if taken:
+            dataset.delete_sample_fields(taken, error_level=1)
+    runs.record_run(samples, key, config, overwrite=True)
+    runs.update_results(dataset, key, summary={}, visualizations={})
+
+
+def _declare_fields(dataset, fields, vectors):
+    # Declared up front so that the App can filter on them and brain finds the vectors by name
+    # (an undeclared embedded vector makes compute_visualization fall back to a zoo model).
+    wanted = [(fields.quality, fo.FloatField), (fields.drift, fo.FloatField), (fields.error, fo.StringField)]
+    wanted += [(fields.vector(v), fo.VectorField) for v in vectors]
+    if fields.patches_field:
+        wanted += [(fields.min_quality, fo.FloatField), (fields.sample_error, fo.StringField)]
+    for path, ftype in wanted:
+        if not dataset.has_field(path):
+            dataset.add_sample_field(path, ftype)
+
+
+def _field_convention(dataset, keypoints_field):
+    if not keypoints_field:
+        return None
+    if not dataset.has_field(keypoints_field):
+        raise ValueError(f"dataset {dataset.name!r} has no keypoints field {keypoints_field!r}")
+    return (dataset.get_field(keypoints_field).info or {}).get("landmark_convention")
+
+
+def _note_error(tally, sample_id, path, reason):
+    tally["num_errors"] += 1
+    if len(tally["errors"]) < 50:
+        tally["errors"].append(dict(id=sample_id, filepath=path, error=reason))
+
+
+def _score_images(view, fields, mode, scorer, batch_size, vectors, tally):
+    ids, paths = view.values(["id", "filepath"])
+    chips, rows, errors = [], [], [None] * len(ids)
+    for i, im in enumerate(whole_images(paths, mode, scorer.backbone.preprocess)):
+        if im.error is not None:
+            errors[i] = im.error
+            _note_error(tally, ids[i], paths[i], im.error)
+        else:
+            chips.append(im.chips[0])  # detect: faces come best first; score the best one
+            rows.append(i)
+    res = scorer.score(np.stack(chips), batch_size=batch_size) if chips else None
+    tally["num_scored"] += len(rows)
+    quality, drift = [None] * len(ids), [None] * len(ids)
+    vecs = {v: [None] * len(ids) for v in vectors}
+    for j, i in enumerate(rows):
+        quality[i], drift[i] = float(res.quality[j]), float(res.drift[j])
+        for v in vectors:
+            vecs[v][i] = getattr(res, v)[j].astype(np.float32)
+    view.set_values(fields.quality, quality)
+    view.set_values(fields.drift, drift)
+    view.set_values(fields.error, errors)
+    for v in vectors:
+        view.set_values(fields.vector(v), vecs[v])
+
+
+def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally):
+    pf = fields.patches_field
+    cols = ["id", "filepath", pf] + ([keypoints_field] if keypoints_field else [])
+    values = view.values(cols)
+    ids, paths, dets = values[0], values[1], values[2]
+    kps = values[3] if keypoints_field else [None] * len(ids)
+
+    chips, owners = [], []  # owners[j] = (sample index, label id) of chips[j]
+    label_errors = []  # (sample id, label id, reason)
+    sample_error = [None] * len(ids)
+    has_face = [False] * len(ids)
+    for i, (sid, path, d, k) in enumerate(zip(ids, paths, dets, kps)):
+        detections = list(d.detections) if d is not None else []
+        if not detections:
+            sample_error[i] = f"no faces in {pf}"
+            _note_error(tally, sid, path, sample_error[i])
+            continue
+        landmarks = match_keypoints(detections, k.keypoints if k is not None else [], default_conv)
+        try:
+            results = patch_chips(path, [det.bounding_box for det in detections], landmarks,
+                                  scorer.backbone.preprocess)
+        except ImageError as e:
+            sample_error[i] = str(e)
+            results = [(None, str(e))] * len(detections)
+        for det, (chip, reason) in zip(detections, results):
+            if reason is None:
+                chips.append(chip)
+                owners.append((i, det.id))
+                has_face[i] = True
+            else:
+                label_errors.append((sid, det.id, reason))
+                _note_error(tally, sid, path, reason)
+        if not has_face[i] and sample_error[i] is None:
+            sample_error[i] = "no face could be scored"
+
+    res = scorer.score(np.stack(chips), batch_size=batch_size) if chips else None
+    tally["num_scored"] += len(chips)
+    min_quality = [None] * len(ids)
+    label_values = {name: [] for name in ["quality", "drift", "error"] + vectors}
+    for j, (i, lid) in enumerate(owners):
+        q = float(res.quality[j])
+        min_quality[i] = q if min_quality[i] is None else min(min_quality[i], q)
+        for name, value in [("quality", q), ("drift", float(res.drift[j])), ("error", None)] + \
+                [(v, getattr(res, v)[j].astype(np.float32)) for v in vectors]:
+            label_values[name].append(dict(sample_id=ids[i], label_id=lid, value=value))
+    for sid, lid, reason in label_errors:
+        for name in label_values:
+            label_values[name].append(dict(sample_id=sid, label_id=lid, value=reason if name == "error" else None))
+    dataset = view._dataset
+    for name, rows in label_values.items():
+        if rows:
+            dataset.set_label_values(fields.label_path(name), rows)
+    view.set_values(fields.min_quality, min_quality)
+    view.set_values(fields.sample_error, sample_error)
+
+
+def _summary(dataset, fields) -> dict:
+    quality, drift = dataset.values([fields.quality, fields.drift], unwind=True)
+    if fields.patches_field:
+        pf = fields.patches_field
+        faceless = dataset.match(F(fields.sample_error).exists()).match(
+            ~F(f"{pf}.detections").exists() | (F(f"{pf}.detections").length() == 0))
+        num_errors = dataset.count(fields.error) + len(faceless)
+    else:
+        num_errors = dataset.count(fields.error)
+    out = runs.summary_stats(quality, drift, num_errors)
+    out["num_samples"] = len(dataset.match(F(fields.done[0]).exists() | F(fields.done[1]).exists()))
+    return out

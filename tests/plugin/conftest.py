@@ -1,0 +1,111 @@
+"""Plugin tests: a real MongoDB (FiftyOne's bundled mongod) in a fresh directory per session.
+
+FiftyOne reads its configuration when it is first imported, so the environment is set here, at
+import time, before any test module imports fiftyone.
+"""
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_TMP = tempfile.mkdtemp(prefix="prefiqs-fo-")
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+os.environ["FIFTYONE_DATABASE_DIR"] = os.path.join(_TMP, "db")
+os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+os.environ["FIFTYONE_PLUGINS_DIR"] = str(ROOT)
+os.environ["FIFTYONE_DEFAULT_DATASET_DIR"] = os.path.join(_TMP, "home")
+os.environ.pop("FIFTYONE_DATABASE_URI", None)
+if "fiftyone" in sys.modules:
+    raise RuntimeError("fiftyone was imported before tests/plugin/conftest.py could configure it")
+
+PLUGIN = "@prefiqs/prefiqs"
+MODULE = "fiftyone.plugins.orgs.prefiqs.prefiqs"
+
+
+@pytest.fixture(scope="session")
+def fo():
+    import fiftyone
+
+    return fiftyone
+
+
+@pytest.fixture(scope="session")
+def plugin(fo):
+    """The plugin's package as FiftyOne loaded it (so the Python API and the operators share caches)."""
+    import importlib
+
+    import fiftyone.operators as foo
+
+    foo.get_operator(f"{PLUGIN}/compute_prefiqs")  # loads the plugin
+    return importlib.import_module(MODULE)
+
+
+@pytest.fixture(scope="session")
+def api(plugin):
+    """The Python API modules: api.scoring.compute_prefiqs, api.runs, ..."""
+    import importlib
+    import types
+
+    names = ["scoring", "detection", "visualization", "tagging", "runs", "faces"]
+    return types.SimpleNamespace(**{n: importlib.import_module(f"{MODULE}.operators.{n}") for n in names})
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """Real photos, chosen small so detection stays fast: 10 faces in 4 images."""
+    data = ROOT / "data"
+    paths = [data / "photos" / "astronaut.png", data / "photos" / "friends_t1.jpg",
+             data / "photos" / "obama2.jpg", data / "extra" / "obama_partial_face.jpg"]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"real photos missing ({missing[0]}); run `make assets`")
+    return [str(p) for p in paths]
+
+
+@pytest.fixture(scope="session")
+def odd_images(photos):
+    """An unreadable file and a real photo with no face in it (a face-free crop of astronaut.png)."""
+    from PIL import Image
+
+    d = Path(_TMP) / "odd"
+    d.mkdir(exist_ok=True)
+    corrupt = d / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    noface = d / "noface.png"
+    with Image.open(photos[0]) as im:
+        im.crop((300, 300, 512, 512)).save(noface)
+    return dict(corrupt=str(corrupt), noface=str(noface))
+
+
+_counter = [0]
+
+
+@pytest.fixture
+def make_dataset(fo):
+    """``make_dataset(paths)``: a fresh non-persistent dataset, deleted after the test."""
+    made = []
+
+    def make(paths):
+        _counter[0] += 1
+        ds = fo.Dataset(f"prefiqs-test-{os.getpid()}-{_counter[0]}")
+        ds.add_samples([fo.Sample(filepath=p) for p in paths])
+        made.append(ds)
+        return ds
+
+    yield make
+    for ds in made:
+        if not ds.deleted:
+            ds.delete()
+
+
+def pytest_configure(config):
+    # FiftyOne's own dependencies warn on import (strawberry, psutil, mongoengine); not ours to fix
+    for rule in ("ignore::DeprecationWarning:strawberry.*", "ignore::DeprecationWarning:fiftyone.*",
+                 "ignore::DeprecationWarning:mongoengine.*", "ignore:.*connections\\(\\) is deprecated"):
+        config.addinivalue_line("filterwarnings", rule)
