@@ -26,6 +26,7 @@ demo: setup assets
 	$(VPY) -m prefiqs_core demo --out-dir out/demo
 
 test: setup assets
+	@command -v chromium >/dev/null || echo "\n*** NO CHROMIUM: the App's browser test will be SKIPPED (apt-get install chromium) ***\n"
 	$(VPY) -m pytest -c tests/pytest.ini --rootdir tests tests $(PYTEST_ARGS)
 
 sweep: setup assets

@@ -31,19 +31,25 @@ from prefiqs_core.pipeline import ChipDataset, iter_images, score_images  # noqa
 from prefiqs_core.scoring import PreFIQs  # noqa: E402
 
 
-def timed(fn, reps: int, device) -> float:
-    """Median seconds of ``fn()`` over ``reps`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(reps):
+def timed_pair(fa, fb, reps: int, device) -> tuple[float, float, float]:
+    """Median seconds of ``fa()`` and ``fb()``, measured alternately so that both see the same
+    machine load, and the median of the per-repetition ratios fb/fa."""
+    def once(fn):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        return time.perf_counter() - t
+
+    fa(), fb()  # warm-up
+    ta, tb = [], []
+    for _ in range(reps):
+        ta.append(once(fa))
+        tb.append(once(fb))
+    ratios = np.array(tb) / np.array(ta)
+    return float(np.median(ta)), float(np.median(tb)), float(np.median(ratios))
 
 
 def jittered(chips: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -65,7 +71,7 @@ def main(argv=None):
     ap.add_argument("--checkpoint")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--faces", type=int, default=512, help="chips written to disk for the end-to-end run")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
@@ -80,10 +86,9 @@ def main(argv=None):
           f"batch {args.batch}, pruned copies {len(scorer.pruned)}")
 
     with torch.inference_mode():
-        t_dense = timed(lambda: scorer.dense(x), args.reps, device)
-        t_prefiqs = timed(lambda: scorer.score_tensor(x), args.reps, device)
+        t_dense, t_prefiqs, cost = timed_pair(lambda: scorer.dense(x), lambda: scorer.score_tensor(x),
+                                              args.reps, device)
     floor = scorer.forwards_per_face
-    cost = t_prefiqs / t_dense
     model_rate = args.batch / t_prefiqs
     print(f"dense forward        {1e3 * t_dense / args.batch:8.2f} ms/face  ({args.batch / t_dense:8.1f} faces/s)")
     print(f"PreFIQs (model only) {1e3 * t_prefiqs / args.batch:8.2f} ms/face  ({model_rate:8.1f} faces/s)")
