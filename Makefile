@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt constraints.txt
 setup: $(VENV)/.installed
 
 $(PREFIQS_DATA)/.assets-ok: tools/fetch_assets.sh | setup
-	PYTHON=$(VPY) bash tools/fetch_assets.sh
+	PYTHON=$(abspath $(VPY)) bash tools/fetch_assets.sh
 
 assets: $(PREFIQS_DATA)/.assets-ok
 
