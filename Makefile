@@ -1,4 +1,5 @@
-# make demo : set up on a fresh machine, fetch the real photos, score them, print the ranking
+# make demo : set up on a fresh machine, fetch the real photos, score them, print the ranking, then build
+#             the FiftyOne dataset prefiqs-demo and serve the App (NO_APP=1 make demo: build and summarise only)
 # make test : set up and run every test
 PY ?= python3
 VENV ?= .venv
@@ -24,6 +25,7 @@ assets: $(PREFIQS_DATA)/.assets-ok
 
 demo: setup assets
 	$(VPY) -m prefiqs_core demo --out-dir out/demo
+	$(VPY) tools/plugin_demo.py
 
 test: setup assets
 	@command -v chromium >/dev/null || echo "\n*** NO CHROMIUM: the App's browser test will be SKIPPED (apt-get install chromium) ***\n"
