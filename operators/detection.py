@@ -12,6 +12,7 @@ from fiftyone import ViewField as F
 
 from ..prefiqs_core.alignment import DlibDetector
 from ..prefiqs_core.images import load_rgb
+from ..prefiqs_core.pipeline import detect_bounded
 from .faces import LANDMARK_NAMES, SKELETON_EDGES, ImageError, box_to_relative, points_to_relative
 from .progress import Progress, chunks, drive
 
@@ -72,13 +73,15 @@ def iter_detect_faces(samples, label_field="faces", keypoints_field=None, confid
                 dets.append(None)
                 kps.append(None)
                 continue
-            faces = detector.detect(img)
+            faces = detect_bounded(detector, img)
             d, k = _labels(faces, img.shape[1], img.shape[0])
             dets.append(d)
             kps.append(k)
             out["num_faces"] += len(faces)
-        view.set_values(label_field, dets)
+        # the Detections field marks a sample as done, so it is written last: a kill between the
+        # two writes must not leave boxes without their landmarks
         view.set_values(keypoints_field, kps)
+        view.set_values(label_field, dets)
         out["num_samples"] += len(chunk)
         yield Progress(out["num_samples"] / max(total, 1), f"detected faces in {out['num_samples']}/{total} images")
     return out

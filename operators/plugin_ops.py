@@ -13,6 +13,7 @@ import fiftyone.operators.types as types
 import fiftyone as fo
 
 from ..prefiqs_core.backbones import NAMES as BACKBONES
+from ..prefiqs_core.checkpoints import CheckpointError, check_user_file
 from ..prefiqs_core.defaults import default_pruning
 from ..prefiqs_core.pruning import METHODS as PRUNING_METHODS
 from . import runs
@@ -151,8 +152,13 @@ class ComputePrefiqs(_DelegableOperator):
         spec = default_pruning(backbone)[0]
         inputs.enum("backbone", list(BACKBONES), default=DEFAULT_BACKBONE, label="Backbone",
                     view=types.DropdownView())
-        inputs.str("checkpoint", required=False, label="Checkpoint",
-                   description="Weights file for the backbone (default: the backbone's own)")
+        ck = inputs.str("checkpoint", required=False, label="Checkpoint",
+                        description="Weights file for the backbone (default: the backbone's own)")
+        if p.get("checkpoint"):
+            try:
+                check_user_file(p["checkpoint"])  # a typed path: checked, never passed to a shell
+            except CheckpointError as e:
+                ck.invalid, ck.error_message = True, str(e)
         inputs.enum("pruning", list(PRUNING_METHODS), default=spec.method, label="Pruning method",
                     view=types.DropdownView())
         sp = inputs.float("sparsity", default=spec.sparsity, label="Sparsity",
@@ -166,11 +172,17 @@ class ComputePrefiqs(_DelegableOperator):
                     description="Dense, pruned and drift vectors (needed for the UMAP maps)")
         inputs.bool("overwrite", default=False, label="Overwrite an existing run")
         inputs.bool("resume", default=False, label="Resume: score only samples not scored yet")
+        ns = inputs.int("num_shards", default=1, label="Shards (parallel workers)",
+                        description="Queue N delegated runs, one per `fiftyone delegated launch` worker")
+        if (p.get("num_shards") or 1) < 1:
+            ns.invalid, ns.error_message = True, "At least 1"
         _delegate_input(inputs, len(view) > 500)
         return types.Property(inputs, view=types.View(label="PreFIQs: compute face quality"))
 
     def execute(self, ctx):
         p = ctx.params
+        if (p.get("num_shards") or 1) > 1:
+            return self._queue_shards(ctx, p)
         gen = iter_compute_prefiqs(
             ctx.target_view(), run_key=p.get("run_key") or "prefiqs", patches_field=p.get("patches_field"),
             keypoints_field=p.get("keypoints_field"), aligned=p.get("aligned", False),
@@ -182,16 +194,30 @@ class ComputePrefiqs(_DelegableOperator):
         return _run_progress(ctx, gen, lambda r: f"PreFIQs {r['run_key']}: {r['num_scored']} faces scored, "
                                                  f"{r['num_errors']} errors")
 
+    def _queue_shards(self, ctx, p):
+        from .shards import queue_compute_prefiqs_shards
+
+        keys = ("patches_field", "keypoints_field", "aligned", "detect", "backbone", "checkpoint", "pruning",
+                "sparsity", "batch_size", "device", "store_embeddings", "overwrite", "resume")
+        key = p.get("run_key") or "prefiqs"
+        queued = queue_compute_prefiqs_shards(ctx.target_view(), int(p["num_shards"]), run_key=key,
+                                              **{k: p[k] for k in keys if p.get(k) not in (None, "")})
+        if ctx.delegated:
+            return dict(run_key=key, shards=queued)
+        msg = f"Queued {len(queued)} shards of {key}: start one `fiftyone delegated launch` per GPU/machine"
+        return (t for t in [ctx.trigger("notify", dict(message=msg, variant="info"))])
+
     def __call__(self, sample_collection, run_key="prefiqs", patches_field=None, keypoints_field=None,
                  aligned=False, detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None,
                  sparsity=None, batch_size=64, device=None, store_embeddings=True, overwrite=False,
-                 resume=False, delegate=False):
+                 resume=False, num_shards=1, delegate=False):
         """See ``operators.scoring.compute_prefiqs``. Returns the run's summary (or, when delegated,
         the ``ExecutionResult`` of the queued operation)."""
         params = dict(run_key=run_key, patches_field=patches_field, keypoints_field=keypoints_field,
                       aligned=aligned, detect=detect, backbone=backbone, checkpoint=checkpoint,
                       pruning=pruning, sparsity=sparsity, batch_size=batch_size, device=device,
-                      store_embeddings=store_embeddings, overwrite=overwrite, resume=resume, delegate=delegate)
+                      store_embeddings=store_embeddings, overwrite=overwrite, resume=resume,
+                      num_shards=num_shards, delegate=delegate)
         result = _execute(self.uri, sample_collection, {k: v for k, v in params.items() if v is not None},
                           delegate)
         result.raise_exceptions()

@@ -5,6 +5,8 @@ The data path: sample (or face patch) → aligned chip (``faces.py``) → dense 
 """
 from __future__ import annotations
 
+import numbers
+import time
 from collections import OrderedDict
 from dataclasses import replace
 
@@ -13,10 +15,12 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from ..prefiqs_core.backbones import load_backbone
+from ..prefiqs_core.checkpoints import check_user_file
 from ..prefiqs_core.defaults import default_pruning
 from ..prefiqs_core.pruning import PruneSpec
 from ..prefiqs_core.scoring import PreFIQs
 from . import runs
+from .detection import _declare as _declare_detection_fields
 from .detection import default_keypoints_field, iter_detect_faces
 from .faces import ImageError, match_keypoints, patch_chips, whole_images
 from .progress import Progress, chunks, drive, scaled
@@ -161,35 +165,103 @@ def _input_mode(patches_field, aligned, detect) -> str:
     raise ValueError("say where the faces are: patches_field=<Detections field>, aligned=True or detect=True")
 
 
-def iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
-                         detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
-                         batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False):
-    """:func:`compute_prefiqs` as a generator of :class:`Progress`; its return value is the result dict."""
+class DatabaseUnavailable(RuntimeError):
+    """The FiftyOne database (MongoDB) stopped answering during a run."""
+
+
+def iter_compute_prefiqs(samples, *args, **kwargs):
+    """:func:`compute_prefiqs` as a generator of :class:`Progress`; its return value is the result dict.
+
+    A lost database connection surfaces as :class:`DatabaseUnavailable` with what to do next,
+    instead of pymongo's bare timeout (how long pymongo waits is its ``serverSelectionTimeoutMS``,
+    30 s unless the ``database_uri`` sets it).
+    """
+    from pymongo.errors import ConnectionFailure
+
+    done = [0]
+    try:
+        return (yield from _iter_compute_prefiqs(samples, *args, done=done, **kwargs))
+    except ConnectionFailure as e:  # includes AutoReconnect, ServerSelectionTimeoutError, NetworkTimeout
+        raise DatabaseUnavailable(
+            f"lost the connection to the FiftyOne database (MongoDB) after {done[0]} samples of this call "
+            f"were written: {e.__class__.__name__}: {str(e)[:300]}. Batches written before stay complete; "
+            "once the database is reachable again, rerun with resume=True to score the rest.") from e
+
+
+def _check_label_field(dataset, path, doc_type, what):
+    if not dataset.has_sample_field(path):
+        raise ValueError(f"dataset {dataset.name!r} has no {what} field {path!r}")
+    field = dataset.get_field(path)
+    if getattr(field, "document_type", None) is not doc_type:
+        raise ValueError(f"field {path!r} of dataset {dataset.name!r} is not a {doc_type.__name__} field "
+                         f"(it is a {field.__class__.__name__}); name a {doc_type.__name__} field as {what}")
+
+
+def _check_options(batch_size, device, checkpoint):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    dev = resolve_device(device)
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {dev!r}: no CUDA device is available in this process")
+    # A path typed in the App: checked before anything opens it (see check_user_file)
+    return str(check_user_file(checkpoint)) if checkpoint else None
+
+
+def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
+                            detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
+                            batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False) -> dict:
+    """Everything :func:`compute_prefiqs` does before scoring: check the arguments, load the scorer,
+    record (or check, for ``resume``) the run and declare its fields. Returns what the scoring needs.
+
+    ``operators/shards.py`` calls it once before queueing shards, so that the shards, running
+    concurrently, find the run recorded and the schema declared and only write sample values.
+    """
     runs.check_run_key(run_key)
     if samples._is_patches or samples._is_frames or samples._is_clips:
         raise ValueError("pass the dataset or a view of its samples; name face patches with patches_field")
     dataset = samples._dataset
     mode = _input_mode(patches_field, aligned, detect)
+    if not len(samples):  # say so, rather than load a network and record a run of nothing
+        raise ValueError(f"the view of dataset {dataset.name!r} has no samples: nothing to score")
     if detect and patches_field and not keypoints_field:
         keypoints_field = default_keypoints_field(patches_field)
     vectors = _vectors(store_embeddings)
     specs = resolve_pruning(backbone, pruning, sparsity)
+    checkpoint = _check_options(batch_size, device, checkpoint)
     fields = runs.RunFields(run_key, patches_field)
 
-    if patches_field and not detect and not dataset.has_sample_field(patches_field):
-        raise ValueError(f"dataset {dataset.name!r} has no field {patches_field!r}")
-    if keypoints_field and not detect and not dataset.has_sample_field(keypoints_field):
-        raise ValueError(f"dataset {dataset.name!r} has no keypoints field {keypoints_field!r}")
-    yield Progress(0.0, f"loading {backbone}")
+    if patches_field and not (detect and not dataset.has_sample_field(patches_field)):
+        _check_label_field(dataset, patches_field, fo.Detections, "patches")
+    if keypoints_field and not (detect and not dataset.has_sample_field(keypoints_field)):
+        _check_label_field(dataset, keypoints_field, fo.Keypoints, "keypoints")
     scorer = get_scorer(backbone, checkpoint, specs, device)
     config = _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, vectors, specs)
     _prepare_run(samples, fields, config, overwrite, resume)
+    if detect and patches_field:
+        _declare_detection_fields(dataset, patches_field, keypoints_field)
+    _declare_fields(dataset, fields, vectors)
+    return dict(scorer=scorer, fields=fields, mode=mode, keypoints_field=keypoints_field, vectors=vectors)
+
+
+def _iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
+                          detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
+                          batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False,
+                          done=None):
+    yield Progress(0.0, f"loading {backbone}")
+    setup = prepare_compute_prefiqs(samples, run_key, patches_field, keypoints_field, aligned, detect, backbone,
+                                    checkpoint, pruning, sparsity, batch_size, device, store_embeddings,
+                                    overwrite, resume)
+    scorer, fields, mode, vectors = setup["scorer"], setup["fields"], setup["mode"], setup["vectors"]
+    keypoints_field = setup["keypoints_field"]
+    dataset = samples._dataset
 
     start = 0.0
     if detect and patches_field:
         yield from scaled(iter_detect_faces(samples, patches_field, keypoints_field), 0.0, 0.3)
         start = 0.3
-    _declare_fields(dataset, fields, vectors)
 
     todo = samples.match(~(F(fields.done[0]).exists() | F(fields.done[1]).exists())) if resume else samples
     ids = todo.values("id")
@@ -204,12 +276,46 @@ def iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoin
         else:
             _score_images(view, fields, mode, scorer, batch_size, vectors, tally)
         tally["num_samples"] += len(chunk)
+        if done is not None:
+            done[0] = tally["num_samples"]
         yield Progress(start + (1 - start) * tally["num_samples"] / max(total, 1),
                        f"scored {tally['num_samples']}/{total} samples")
 
-    summary = _summary(dataset, fields)
-    runs.update_results(dataset, run_key, summary=summary)
+    summary = _finish_summary(dataset, fields)
     return dict(run_key=run_key, **tally, summary=summary)
+
+
+def _num_done(dataset, fields) -> int:
+    return len(dataset.match(F(fields.done[0]).exists() | F(fields.done[1]).exists()))
+
+
+def _finish_summary(dataset, fields, attempts: int = 5) -> dict:
+    """Store the run's summary over every sample scored so far, also when shards finish together.
+
+    Shards of one run (``operators/shards.py``) run in separate workers and each rewrites the
+    summary at its end. A shard that summarised while another was still writing would leave a stale
+    summary if its write landed last, so after writing, the count of done samples is checked
+    again; if it moved, the summary is recomputed. Concurrent rewrites of the results record can
+    also collide, so a failed write is retried.
+    """
+    summary, err = None, None
+    for attempt in range(attempts):
+        summary = _summary(dataset, fields)
+        try:
+            runs.update_results(dataset, fields.key, summary=summary)
+        except Exception as e:  # noqa: BLE001 - a concurrent writer; the loop retries, then re-raises
+            # another worker replaced the results file this process's copy of the dataset points
+            # to: read the dataset's record again before the next try
+            err = e
+            time.sleep(0.2 * (attempt + 1))
+            dataset.reload()
+            continue
+        err = None
+        if _num_done(dataset, fields) == summary["num_samples"]:
+            break
+    if err is not None:
+        raise err
+    return summary
 
 
 def _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, vectors, specs) -> dict:
@@ -298,11 +404,14 @@ def _score_images(view, fields, mode, scorer, batch_size, vectors, tally):
         quality[i], drift[i] = float(res.quality[j]), float(res.drift[j])
         for v in vectors:
             vecs[v][i] = getattr(res, v)[j].astype(np.float32)
-    view.set_values(fields.quality, quality)
+    # A sample counts as done (for resume) once its quality or its error is set, so those two are
+    # written last: a process killed between these bulk writes leaves samples that are rescored on
+    # resume, never a sample marked done with its drift or vectors missing.
     view.set_values(fields.drift, drift)
-    view.set_values(fields.error, errors)
     for v in vectors:
         view.set_values(fields.vector(v), vecs[v])
+    view.set_values(fields.error, errors)
+    view.set_values(fields.quality, quality)
 
 
 def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally):
@@ -354,6 +463,8 @@ def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_si
         for name in label_values:
             label_values[name].append(dict(sample_id=sid, label_id=lid, value=reason if name == "error" else None))
     dataset = view._dataset
+    # Per-face values first, the sample-level done markers (min quality, sample error) last: see
+    # _score_images for why.
     for name, rows in label_values.items():
         if rows:
             dataset.set_label_values(fields.label_path(name), rows)
@@ -371,5 +482,5 @@ def _summary(dataset, fields) -> dict:
     else:
         num_errors = dataset.count(fields.error)
     out = runs.summary_stats(quality, drift, num_errors)
-    out["num_samples"] = len(dataset.match(F(fields.done[0]).exists() | F(fields.done[1]).exists()))
+    out["num_samples"] = _num_done(dataset, fields)
     return out

@@ -7,15 +7,17 @@ loading would need Python's pickle to build arbitrary objects, because that runs
 """
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "load_state_dict", "match_state_dict"]
+__all__ = ["CheckpointError", "check_user_file", "load_state_dict", "match_state_dict"]
 
 
 class CheckpointError(ValueError):
@@ -36,6 +38,60 @@ _WRAPPER_PREFIXES = ("features.module.", "module.", "backbone.", "model.")
 _SUBNET_PREFIXES = ("features.module.", "module.features.")
 
 _MAX_LISTED = 10
+
+# Largest model file accepted from a path typed by a user: iResNet-100 is ~260 MB, so 2 GiB leaves
+# room for any face backbone while refusing to read a disk image or a multi-GB dump by mistake.
+MAX_CHECKPOINT_BYTES = 2 * 1024 ** 3
+# Optional allow-list for shared servers: os.pathsep-separated folders that checkpoints must lie in.
+CHECKPOINT_DIRS_ENV = "PREFIQS_CHECKPOINT_DIRS"
+
+
+def check_user_file(path, *, what: str = "checkpoint", max_bytes: int | None = None,
+                    allowed_dirs=None) -> Path:
+    """Validate a file path typed by a user (e.g. in the App) before anything reads it.
+
+    The path is only ever opened for reading by the model loaders: it is never executed, never
+    expanded (no ``~`` or ``$VAR``) and never passed to a shell. Checks: a non-empty string without
+    NUL bytes; it exists once symlinks are resolved; it is a *regular* file (a FIFO or a device such
+    as ``/dev/zero`` would block or never end); it is readable; it is not empty and at most
+    ``max_bytes`` (default :data:`MAX_CHECKPOINT_BYTES`); and, when ``allowed_dirs`` is given or
+    ``$PREFIQS_CHECKPOINT_DIRS`` is set, it lies inside one of those folders.
+
+    Returns the resolved path; raises :class:`CheckpointError` saying what is wrong.
+    """
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"{what} path must be a string, got {type(path).__name__}")
+    text = os.fspath(path)
+    if not text.strip():
+        raise CheckpointError(f"{what} path is empty")
+    if "\x00" in text:
+        raise CheckpointError(f"{what} path contains a NUL byte")
+    if len(text) > 4096:
+        raise CheckpointError(f"{what} path is too long ({len(text)} characters)")
+    try:
+        resolved = Path(text).resolve(strict=True)
+        st = resolved.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} file not found: {text}") from None
+    except (OSError, RuntimeError) as e:  # permission denied on a parent, symlink loop...
+        raise CheckpointError(f"{what} path cannot be accessed: {text} ({e.__class__.__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{what} path is not a regular file: {text}")
+    if not os.access(resolved, os.R_OK):
+        raise CheckpointError(f"{what} file is not readable: {text}")
+    limit = MAX_CHECKPOINT_BYTES if max_bytes is None else int(max_bytes)
+    if st.st_size == 0:
+        raise CheckpointError(f"{what} file is empty: {text}")
+    if st.st_size > limit:
+        raise CheckpointError(f"{what} file is too large: {text} ({st.st_size} bytes; the limit is {limit})")
+    if allowed_dirs is None and os.environ.get(CHECKPOINT_DIRS_ENV):
+        allowed_dirs = [d for d in os.environ[CHECKPOINT_DIRS_ENV].split(os.pathsep) if d]
+    if allowed_dirs:
+        roots = [Path(d).resolve() for d in allowed_dirs]
+        if not any(resolved.is_relative_to(r) for r in roots):
+            raise CheckpointError(f"{what} file {text} is outside the allowed folders "
+                                  f"({', '.join(map(str, roots))}; see ${CHECKPOINT_DIRS_ENV})")
+    return resolved
 
 
 def load_state_dict(path) -> dict[str, torch.Tensor]:

@@ -17,7 +17,10 @@ class ImageError(ValueError):
 
 def to_rgb(img: Image.Image) -> np.ndarray:
     """A PIL image in any mode (L, LA, P, RGBA, CMYK, I;16, I, F) → RGB uint8 ``(H, W, 3)``."""
-    img = ImageOps.exif_transpose(img)
+    # exif_transpose copies even an upright image; a 10k x 10k photo is 300 MB per copy, so only
+    # call it when the EXIF orientation tag (0x0112) asks for a rotation or a flip.
+    if img.getexif().get(0x0112, 1) not in (1, None):
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
@@ -28,7 +31,7 @@ def to_rgb(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
 
 
 def load_rgb(path) -> np.ndarray:
@@ -50,6 +53,10 @@ def load_rgb(path) -> np.ndarray:
         raise ImageError(f"{p}: image too large ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for corrupt/truncated data
         raise ImageError(f"{p}: cannot decode image ({e})") from None
+    except MemoryError:
+        raise ImageError(f"{p}: not enough memory to decode this image") from None
+    except Exception as e:  # any other decoder failure (bad EXIF, odd plugin data): one file, not the run
+        raise ImageError(f"{p}: cannot decode image ({type(e).__name__}: {e})") from None
     if arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ImageError(f"{p}: image is {arr.shape[1]}x{arr.shape[0]} pixels, too small for a face")
     return arr

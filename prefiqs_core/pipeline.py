@@ -20,6 +20,46 @@ from .images import ImageError, load_rgb
 
 MODES = ("detect", "aligned")
 
+# Detectors scan every pixel (dlib also upsamples 2x), so a 10,000 x 10,000 scan would take minutes
+# and gigabytes; faces are found on a copy whose longer side is at most this, then mapped back and
+# cut from the full-resolution image, so the chip loses nothing.
+MAX_DETECT_SIDE = 2560
+
+
+def detect_bounded(detector, img: np.ndarray, max_side: int = MAX_DETECT_SIDE) -> list:
+    """``detector.detect(img)``, run on a down-scaled copy when ``img`` is larger than ``max_side``.
+
+    Boxes and landmarks come back in ``img``'s pixels. A dlib face keeps a dlib shape (rebuilt at
+    full resolution) so that the alignment still cuts dlib's own chip.
+    """
+    h, w = img.shape[:2]
+    if max(h, w) <= max_side:
+        return detector.detect(img)
+    import cv2
+
+    f = max_side / max(h, w)
+    small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    sx, sy = w / small.shape[1], h / small.shape[0]
+    return [_rescaled(face, sx, sy) for face in detector.detect(small)]
+
+
+def _rescaled(face, sx: float, sy: float):
+    from .alignment import Face
+
+    x0, y0, x1, y1 = face.box
+    box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+    if face.landmarks is None:
+        return Face(box, face.score)
+    pts = face.landmarks * np.array([sx, sy])
+    shape = None
+    if face.shape is not None:
+        import dlib
+
+        pts = np.rint(pts)  # dlib points are integers; align_face checks the shape matches them
+        rect = dlib.rectangle(*(int(round(v)) for v in (box[0], box[1], box[2] - 1, box[3] - 1)))
+        shape = dlib.full_object_detection(rect, [dlib.point(int(x), int(y)) for x, y in pts])
+    return Face(box, face.score, landmarks=pts, convention=face.convention, shape=shape)
+
 
 def expand_paths(inputs: Iterable) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files stay as given; folders are walked for image files (sorted). Returns (paths, missing)."""
@@ -77,11 +117,14 @@ class ChipDataset(Dataset):
         size = (img.shape[1], img.shape[0])
         if self.mode == "aligned":
             return ImageFaces(path, resize_chip(img, self.pre.size)[None], [None], [None], size)
-        faces = self.detector.detect(img)
-        if not faces:
-            return ImageFaces(path, empty, size=size, error="no face detected")
-        template = get_template(self.pre.template)
-        chips = np.stack([align_face(img, f, template) for f in faces])
+        try:
+            faces = detect_bounded(self.detector, img)
+            if not faces:
+                return ImageFaces(path, empty, size=size, error="no face detected")
+            template = get_template(self.pre.template)
+            chips = np.stack([align_face(img, f, template) for f in faces])
+        except (ValueError, RuntimeError, MemoryError) as e:  # one odd image must not end the run
+            return ImageFaces(path, empty, size=size, error=f"face detection/alignment failed ({e})")
         return ImageFaces(path, chips, [tuple(map(float, f.box)) for f in faces],
                           [float(f.score) for f in faces], size)
 
