@@ -1,7 +1,9 @@
 """PreFIQs for FiftyOne: registers the operators (the work lives in ``operators/``)."""
 from .operators.plugin_ops import OPERATORS
+from .operators.panel import PrefiqsPanel
 
 
 def register(p):
     for op in OPERATORS:
         p.register(op)
+    p.register(PrefiqsPanel)

@@ -1,0 +1,156 @@
+"""The database side of the Face Quality panel: which run, which path, which view, which counts.
+
+Everything here works on a sample collection and returns small values or FiftyOne views; the
+heavy lifting is done by MongoDB aggregations (``bounds``, ``histogram_values``, ``count``) so
+that the panel stays responsive on 100k faces. No ``foo.Panel`` or App plumbing lives here, so
+each function can be tested on its own.
+
+A run is either sample-level (``K_quality`` on each sample) or patch-level (``K_quality`` on
+each Detection of ``patches_field``). The current App view may itself be a patches view of that
+field (after "Show worst first"), where each row is one face and the quality path loses its
+``.detections`` part; :class:`Scope` hides that difference from the panel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fiftyone import ViewField as F
+
+from . import runs
+
+HIST_BINS = 20
+
+
+def prefiqs_runs(dataset) -> list[str]:
+    """Keys of every PreFIQs run on ``dataset`` (sample- and patch-level), in creation order."""
+    return [k for k in dataset.list_runs() if runs.is_prefiqs_run(dataset, k)]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One run seen through one view: the paths to query and how faces are counted there."""
+
+    fields: runs.RunFields
+    view: object  # the SampleCollection the App shows
+
+    @property
+    def patch_run(self) -> bool:
+        return bool(self.fields.patches_field)
+
+    @property
+    def in_patches(self) -> bool:
+        """The view is a patches view of this run's field: one face per row."""
+        view = self.view
+        return bool(self.patch_run and view._is_patches
+                    and getattr(view, "_patches_field", None) == self.fields.patches_field)
+
+    @property
+    def leaf(self) -> str:
+        """The quality attribute's name on a Detection (or the sample field of a sample run)."""
+        return f"{self.fields.key}_quality"
+
+    @property
+    def quality_path(self) -> str:
+        """The quality path in :attr:`view` (``faces.K_quality`` inside a patches view)."""
+        if self.in_patches:
+            return f"{self.fields.patches_field}.{self.leaf}"
+        return self.fields.quality
+
+    @property
+    def samples(self):
+        """The sample-level collection behind the view (patches views are unwrapped)."""
+        view = self.view
+        if view._is_patches:
+            return view._source_collection
+        return view
+
+    @property
+    def unit(self) -> str:
+        return "faces" if self.patch_run else "samples"
+
+    def count_faces(self, view=None) -> int:
+        """Number of scored faces (or scored samples) in ``view`` (default: :attr:`view`)."""
+        view = self.view if view is None else view
+        return int(view.count(self._path_in(view)))
+
+    def _path_in(self, view) -> str:
+        return Scope(self.fields, view).quality_path
+
+    def _quality_filter(self, expr):
+        """``view`` restricted to faces whose quality satisfies ``expr`` (an expression on the value)."""
+        if self.patch_run:
+            # filter_labels works on a sample view and on a patches view of the same field alike
+            return self.view.filter_labels(self.fields.patches_field, expr(F(self.leaf)))
+        return self.view.match(expr(F(self.quality_path)))
+
+    def below(self, threshold: float):
+        """Faces of the view with quality strictly below ``threshold`` (the rule of tag_low_quality)."""
+        return self._quality_filter(lambda q: q < float(threshold))
+
+    def count_below(self, threshold: float) -> int:
+        return self.count_faces(self.below(threshold))
+
+    def in_range(self, lo: float, hi: float, include_hi: bool = False):
+        """Faces of the view with ``lo <= quality < hi`` (``<= hi`` for the last histogram bar)."""
+        lo, hi = float(lo), float(hi)
+        if include_hi:
+            return self._quality_filter(lambda q: (q >= lo) & (q <= hi))
+        return self._quality_filter(lambda q: (q >= lo) & (q < hi))
+
+    def worst_first(self):
+        """Scored faces sorted by quality, worst first: face patches for a patch-level run."""
+        if not self.patch_run:
+            return self.view.exists(self.quality_path).sort_by(self.quality_path)
+        pf = self.fields.patches_field
+        # unscored faces (errors) have no quality; keep them out rather than sorting them first
+        scored = self.samples.filter_labels(pf, F(self.leaf).exists())
+        return scored.to_patches(pf).sort_by(f"{pf}.{self.leaf}")
+
+    def below_view(self, threshold: float):
+        """What "Show below threshold" displays: the faces below it, worst first (patches for patch runs)."""
+        if not self.patch_run:
+            return self.below(threshold).sort_by(self.quality_path)
+        pf = self.fields.patches_field
+        below = Scope(self.fields, self.samples).below(threshold)
+        return below.to_patches(pf).sort_by(f"{pf}.{self.leaf}")
+
+
+def scope_of(ctx_view, dataset, run_key: str) -> Scope:
+    return Scope(runs.fields_of(dataset, run_key), ctx_view)
+
+
+def quality_bounds(scope: Scope):
+    """``(lo, hi)`` of quality in the view, or ``(None, None)`` when nothing is scored there."""
+    lo, hi = scope.view.bounds(scope.quality_path)
+    return lo, hi
+
+
+def histogram(scope: Scope, bins: int = HIST_BINS):
+    """The quality histogram of the view, computed by the database.
+
+    Returns ``None`` when nothing is scored, else a dict with ``counts``, ``edges`` (``bins + 1``)
+    and ``total``. The top edge is nudged above the maximum so that the best face falls inside
+    the last bin (MongoDB buckets are half-open) and clicking that bar selects it.
+    """
+    lo, hi = quality_bounds(scope)
+    if lo is None:
+        return None
+    span = hi - lo
+    if span < 1e-9:  # a single value (or all equal): give the bar some width
+        lo, hi = lo - 0.005, hi + 0.005
+        span = hi - lo
+    top = hi + span * 1e-6
+    counts, edges, _ = scope.view.histogram_values(scope.quality_path, bins=bins, range=[lo, top])
+    return dict(counts=[int(c) for c in counts], edges=[float(e) for e in edges], total=int(sum(counts)),
+                lo=float(lo), hi=float(hi))
+
+
+def default_threshold(dataset, run_key: str, lo=None, hi=None) -> float:
+    """A starting threshold: the run's 5th percentile of quality, else the low end of the view."""
+    summary = runs.load_results(dataset, run_key).get("summary") or {}
+    pct = (summary.get("quality_percentiles") or {}).get("5")
+    if pct is not None:
+        return round(float(pct), 4)
+    if lo is not None and hi is not None:
+        return round(lo + 0.05 * (hi - lo), 4)
+    return 0.5

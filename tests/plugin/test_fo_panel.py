@@ -1,0 +1,352 @@
+"""The Face Quality panel, method by method, through ``ExecutionContext`` on a real scored dataset.
+
+Each call is what the App sends: ``params`` with ``panel_id``, ``__method__`` and the panel
+``state``; the current view as serialized stages. The assertions read what the App would receive
+(``set_view`` stages, ``patch_panel_data`` traces, ``patch_panel_state``) and what the database
+holds (tags), and compare them with brute-force numbers computed here.
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+from bson import json_util
+
+import fiftyone.operators as foo
+from fiftyone import ViewField as F
+from fiftyone.operators.executor import ExecutionContext, Executor
+
+P = "@prefiqs/prefiqs/"
+PANEL = P + "prefiqs_panel"
+
+
+class Call:
+    """One panel event and what it produced."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.requests = [(r.operator_uri, r.params or {}) for r in ctx.executor._requests]
+        self.state = ctx.panel.state._data
+        self.data = {}
+        for uri, params in self.requests:
+            if uri == "patch_panel_data":
+                self.data.update(params["data"])
+
+    def ops(self, uri):
+        return [p for u, p in self.requests if u == uri]
+
+    @property
+    def output(self):
+        return self.ops("show_panel_output")[-1]["output"]
+
+    def props(self):
+        return self.output["type"]["properties"]
+
+    def set_view(self, dataset):
+        """The view the App is told to show, rebuilt from the serialized stages."""
+        import fiftyone.core.view as fov
+
+        (params,) = self.ops("set_view")
+        return fov.DatasetView._build(dataset, params["view"])
+
+
+def call(ds, method, state=None, view=None, selected=None, selected_labels=None, **params):
+    state = dict(state or {})
+    request = dict(dataset_name=ds.name,
+                   params=dict(panel_id="panel1", __method__=method, state=state, panel_state=state, **params))
+    if view is not None:
+        request["view"] = json.loads(json_util.dumps(view._serialize()))
+    if selected:
+        request["selected"] = selected
+    if selected_labels:
+        request["selected_labels"] = selected_labels
+    ctx = ExecutionContext(request_params=request, executor=Executor())
+    foo.get_operator(PANEL).execute(ctx)
+    return Call(ctx)
+
+
+@pytest.fixture(scope="module")
+def scored(fo, photos):
+    """4 real photos, 10 faces: a patch-level run with its UMAP maps and a sample-level run without."""
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=p) for p in photos])
+    foo.get_operator(P + "compute_prefiqs")(ds, patches_field="faces", detect=True)
+    foo.get_operator(P + "compute_prefiqs_visualization")(ds, run_key="prefiqs", seed=3)
+    foo.get_operator(P + "compute_prefiqs")(ds, run_key="whole", detect=True)
+    yield ds
+    ds.delete()
+
+
+def _faces(ds):
+    """(label id, quality) of every scored face, from the database."""
+    ids, q = ds.values(["faces.detections.id", "faces.detections.prefiqs_quality"], unwind=True)
+    return {i: v for i, v in zip(ids, q) if v is not None}
+
+
+def _loaded(ds, run_key="prefiqs", view=None, **state):
+    first = call(ds, "on_load", state=dict(run_key=run_key, **state), view=view)
+    return first, dict(first.state)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_registered_with_lifecycle_hooks(scored):
+    panel = foo.get_operator(PANEL)
+    assert panel.config.label == "Face Quality" and panel.config.unlisted
+    ctx = ExecutionContext(request_params=dict(dataset_name=scored.name, params={}), executor=Executor())
+    panel.execute(ctx)  # no __method__: the App's startup registration
+    (reg,) = [r.params for r in ctx.executor._requests if r.operator_uri == "register_panel"]
+    for hook in ("on_load", "on_change_view", "on_change_selected", "on_change_selected_labels"):
+        assert reg[hook] == f"{PANEL}#{hook}"
+
+
+def test_no_run_offers_the_compute_form(make_dataset, photos):
+    ds = make_dataset(photos[:1])
+    first = call(ds, "on_load")
+    assert first.state["runs"] == [] and first.state["run_key"] is None
+    assert "compute" in first.props() and "histogram" not in first.props()
+    assert first.props()["compute"]["view"]["operator"] == f"{PANEL}#open_compute"
+    clicked = call(ds, "open_compute", state=first.state)
+    (prompt,) = clicked.ops("prompt_user_for_operation")
+    assert prompt["operator_uri"] == P + "compute_prefiqs"
+
+
+def test_on_load_histogram_count_and_maps(scored):
+    ds = scored
+    faces = _faces(ds)
+    first, state = _loaded(ds)
+    assert state["runs"] == ["prefiqs", "whole"]
+    info = state["info"]
+    assert info["patch_run"] and info["num"] == len(faces) == 10 and not info["custom_view"]
+    assert info["lo"] == pytest.approx(min(faces.values())) and info["hi"] == pytest.approx(max(faces.values()))
+
+    (bars,) = first.data["histogram"]
+    assert sum(bars["y"]) == 10 and len(bars["y"]) == 20
+    for bar_id, n in zip(bars["ids"], bars["y"]):
+        lo, hi, last = bar_id.split(",")
+        top = (lambda v: v <= float(hi)) if last == "1" else (lambda v: v < float(hi))
+        assert n == sum(float(lo) <= v and top(v) for v in faces.values())
+
+    t = state["threshold"]
+    summary = ds.load_run_results("prefiqs").summary
+    assert t == pytest.approx(summary["quality_percentiles"]["5"], abs=1e-4)
+    assert state["below"] == sum(v < t for v in faces.values())
+    assert state["threshold_prefiqs"] == t  # the slider of this run shows the same value
+
+    maps = first.data["maps"]
+    assert state["has_maps"] and len(maps["dense"]) == len(maps["pruned"]) == 1
+    for which in ("dense", "pruned"):
+        trace = maps[which][0]
+        res = ds.load_brain_results(f"prefiqs_{which}_umap")
+        assert sorted(trace["ids"]) == sorted(faces)
+        pos = {str(i): p for i, p in zip(res.label_ids, res.points)}
+        for i, x, y, q in zip(trace["ids"], trace["x"], trace["y"], trace["marker"]["color"]):
+            assert (x, y) == pytest.approx(tuple(pos[i]), abs=1e-3) and q == pytest.approx(faces[i], abs=1e-4)
+    ranges = state["map_ranges"]  # both maps share the axes, which hold every point
+    pts = np.concatenate([ds.load_brain_results(k).points for k in ("prefiqs_dense_umap", "prefiqs_pruned_umap")])
+    assert ranges["x"][0] < pts[:, 0].min() and ranges["x"][1] > pts[:, 0].max()
+    props = first.props()
+    assert {"histogram", "threshold_prefiqs", "below_count", "actions", "maps", "show_drift"} <= set(props)
+    assert props["maps"]["view"]["orientation"] == "horizontal"
+    assert "no_edc" in props  # no evaluation run: the panel says so and draws nothing
+
+
+def test_histogram_click_shows_that_range(scored):
+    ds = scored
+    first, state = _loaded(ds)
+    bars = first.data["histogram"][0]
+    faces = _faces(ds)
+    for k in (int(np.argmax(bars["y"])), len(bars["y"]) - 1):  # the fullest bar, and the last (closed) one
+        clicked = call(ds, "on_histogram_click", state=state, id=bars["ids"][k], x=bars["x"][k])
+        view = clicked.set_view(ds)
+        shown = view.values("faces.detections.prefiqs_quality", unwind=True)
+        assert len(shown) == bars["y"][k] > 0
+        lo, hi, _ = bars["ids"][k].split(",")
+        assert all(float(lo) <= v <= float(hi) for v in shown)
+        assert len(faces) > len(shown)
+
+
+def test_threshold_change_updates_live_count(scored):
+    ds = scored
+    _, state = _loaded(ds)
+    q = sorted(_faces(ds).values())
+    t = (q[3] + q[4]) / 2
+    changed = call(ds, "on_change_threshold", state=state, value=t)
+    assert changed.state["threshold"] == t and changed.state["below"] == 4
+    assert ("patch_panel_state", {"panel_id": "panel1", "state": {"below": 4}}) in changed.requests
+    layout = changed.props()["histogram"]["view"]["layout"]
+    assert layout["shapes"][0]["x0"] == t  # the threshold is drawn on the histogram
+
+
+def test_show_worst_first_patch_and_sample_runs(scored):
+    ds = scored
+    _, state = _loaded(ds)
+    view = call(ds, "show_worst_first", state=state).set_view(ds)
+    assert view._is_patches and len(view) == 10
+    q = view.values("faces.prefiqs_quality")
+    assert q == sorted(q) and q[0] == min(_faces(ds).values())
+    assert view.first().id == min(_faces(ds).items(), key=lambda kv: kv[1])[0]  # a patch's id is its face's
+
+    _, state = _loaded(ds, run_key="whole")
+    view = call(ds, "show_worst_first", state=state).set_view(ds)
+    q = view.values("whole_quality")
+    assert not view._is_patches and None not in q and q == sorted(q) and len(q) == 4
+
+
+def test_show_below_threshold(scored):
+    ds = scored
+    _, state = _loaded(ds)
+    q = sorted(_faces(ds).values())
+    state = dict(state, threshold=(q[2] + q[3]) / 2)
+    view = call(ds, "show_below_threshold", state=state).set_view(ds)
+    assert view._is_patches and view.values("faces.prefiqs_quality") == q[:3]
+
+
+def test_tag_below_threshold_writes_label_tags(scored):
+    ds = scored
+    _, state = _loaded(ds)
+    faces = _faces(ds)
+    q = sorted(faces.values())
+    t = (q[1] + q[2]) / 2
+    state = dict(state, threshold=t, tag="panel_low")
+    tagged = call(ds, "tag_below_threshold", state=state)
+    assert ds.count_label_tags() == {"panel_low": 2}
+    worst = {i for i, v in faces.items() if v < t}
+    assert set(ds.select_labels(tags="panel_low").values("faces.detections.id", unwind=True)) == worst
+    assert tagged.ops("reload_dataset") and "Tagged 2 face labels" in tagged.ops("notify")[0]["message"]
+    assert tagged.state["last_tagging"] == dict(num_tagged=2, tag="panel_low", label_tags=True)
+    ds.untag_labels("panel_low")
+
+
+def test_map_lasso_and_click_select_faces_or_samples(scored):
+    ds = scored
+    _, state = _loaded(ds)
+    ids = list(_faces(ds))[:3]
+    lasso = call(ds, "on_map_select", state=state, data=[dict(id=i, x=0, y=0, trace="dense") for i in ids])
+    view = lasso.set_view(ds)
+    assert sorted(view.values("faces.detections.id", unwind=True)) == sorted(ids)
+    # inside the worst-first patches grid, a click keeps the patches grid
+    worst = call(ds, "show_worst_first", state=state).set_view(ds)
+    clicked = call(ds, "on_map_click", state=state, view=worst, id=ids[0])
+    view = clicked.set_view(ds)
+    assert view._is_patches and view.values("id") == [ids[0]]
+
+    _, state = _loaded(ds, run_key="whole")
+    sample_ids = ds.values("id")[:2]
+    view = call(ds, "on_map_select", state=state, data=[dict(id=i) for i in sample_ids]).set_view(ds)
+    assert sorted(view.values("id")) == sorted(sample_ids)
+
+
+def test_drift_toggle_draws_segments_of_the_selection(scored):
+    ds = scored
+    _, state = _loaded(ds)
+    ids = list(_faces(ds))[:3]
+    selection = ds.select_labels(ids=ids, fields="faces")  # what a lasso leaves in the App
+    toggled = call(ds, "on_toggle_drift", state=state, view=selection, value=True)
+    assert toggled.state["show_drift"] and "Drift of 3 selected faces" in toggled.state["drift_note"]
+    dense, pruned = toggled.data["maps"]["dense"], toggled.data["maps"]["pruned"]
+    assert len(dense) == len(pruned) == 2 and sorted(dense[0]["ids"]) == sorted(ids)
+    seg = dense[1]
+    assert seg["mode"] == "lines" and len(seg["x"]) == 9 and seg["x"][2::3] == [None] * 3
+    res = {w: ds.load_brain_results(f"prefiqs_{w}_umap") for w in ("dense", "pruned")}
+    pos = {w: {str(i): p for i, p in zip(r.label_ids, r.points)} for w, r in res.items()}
+    starts = sorted(zip(seg["x"][0::3], seg["y"][0::3]))
+    ends = sorted(zip(seg["x"][1::3], seg["y"][1::3]))
+    assert np.allclose(starts, sorted(tuple(pos["dense"][i]) for i in ids), atol=1e-3)
+    assert np.allclose(ends, sorted(tuple(pos["pruned"][i]) for i in ids), atol=1e-3)
+
+    # on the whole dataset nothing is selected until the grid selection changes
+    state = dict(toggled.state)
+    idle = call(ds, "on_change_view", state=state)
+    assert len(idle.data["maps"]["dense"]) == 2 and idle.data["maps"]["dense"][1]["x"] == []
+    picked = call(ds, "on_change_selected_labels", state=state,
+                  selected_labels=[dict(label_id=ids[0], sample_id="x", field="faces")])
+    assert len(picked.data["maps"]["dense"][1]["x"]) == 3
+
+
+def test_follows_the_current_view(scored):
+    ds = scored
+    _, state = _loaded(ds)
+    view = ds.limit(2)
+    moved = call(ds, "on_change_view", state=state, view=view)
+    n = view.count("faces.detections.prefiqs_quality")
+    assert 0 < n < 10
+    assert moved.state["info"]["num"] == n and moved.state["info"]["custom_view"]
+    assert sum(moved.data["histogram"][0]["y"]) == n
+    assert len(moved.data["maps"]["dense"][0]["ids"]) == n
+    assert moved.state["threshold"] == state["threshold"]  # the user's threshold survives a view change
+
+    # inside a patches view (after "Show worst first") the quality path changes; counts must not
+    worst = call(ds, "show_worst_first", state=state).set_view(ds)
+    inside = call(ds, "on_change_view", state=state, view=worst)
+    assert inside.state["info"]["in_patches"] and inside.state["info"]["num"] == 10
+    assert inside.state["below"] == state["below"]
+
+
+def test_sample_run_without_maps_offers_umap(scored):
+    ds = scored
+    first, state = _loaded(ds, run_key="whole")
+    assert not state["info"]["patch_run"] and state["info"]["num"] == 4 and not state["has_maps"]
+    assert "compute_umap" in first.props() and "maps" not in first.props()
+    clicked = call(ds, "open_umap", state=state)
+    (prompt,) = clicked.ops("prompt_user_for_operation")
+    assert prompt["operator_uri"] == P + "compute_prefiqs_visualization"
+    assert prompt["params"] == {"run_key": "whole"}
+
+
+def test_run_picker_switches_run_and_resets_threshold(scored):
+    ds = scored
+    _, state = _loaded(ds)
+    state = dict(state, threshold=0.123)
+    switched = call(ds, "on_change_run", state=state, value="whole")
+    s = switched.state
+    assert s["run_key"] == "whole" and s["threshold"] != 0.123 and s["info"]["unit"] == "samples"
+    assert s["threshold_whole"] == s["threshold"] and "threshold_whole" in switched.props()
+
+
+def test_edc_from_an_evaluation_run(scored):
+    """The hook for ``evaluate_face_quality``: a run whose config says it is a PreFIQs evaluation.
+
+    The curve stored here is a real ``prefiqs_core.evaluation.edc`` over deterministic synthetic
+    comparisons (this dataset has no identity labels); the test checks that the panel finds it
+    and draws exactly what is stored, not the curve's merit.
+    """
+    edc = pytest.importorskip("prefiqs_core.evaluation").edc
+
+    ds = scored
+    rng = np.random.default_rng(0)
+    mated = np.r_[np.ones(40, bool), np.zeros(400, bool)]
+    sims = np.where(mated, rng.normal(0.7, 0.1, mated.size), rng.normal(0.2, 0.1, mated.size))
+    curve = edc(sims, mated, rng.uniform(size=mated.size), target_fmr=1e-2).as_dict()
+    cfg = ds.init_run(method="prefiqs_evaluation", quality_run="prefiqs")
+    ds.register_run("prefiqs_eval", cfg)
+    ds.save_run_results("prefiqs_eval", ds.init_run_results("prefiqs_eval", curves=dict(prefiqs=curve)))
+    try:
+        first, state = _loaded(ds)
+        (trace,) = first.data["edc"]
+        assert state["num_edc"] == 1 and "edc" in first.props()
+        assert trace["x"] == pytest.approx(curve["discard_fractions"])
+        assert [v for v in trace["y"] if v is not None] == pytest.approx(
+            [v for v in curve["fnmr"] if not math.isnan(v)])
+        assert trace["name"].startswith("prefiqs_eval: prefiqs") and trace["line"]["shape"] == "hv"
+        other, _ = _loaded(ds, run_key="whole")  # it evaluates run "prefiqs" only
+        assert other.data["edc"] == [] and "no_edc" in other.props()
+    finally:
+        ds.delete_run("prefiqs_eval")
+
+
+def test_queries_use_database_aggregations(scored, monkeypatch):
+    """No per-sample Python iteration: refreshing must not iterate over samples."""
+    import fiftyone.core.collections as foc
+
+    ds = scored
+    _, state = _loaded(ds)
+
+    def boom(*a, **k):
+        raise AssertionError("the panel iterated over samples")
+
+    monkeypatch.setattr(foc.SampleCollection, "iter_samples", boom)
+    monkeypatch.setattr(type(ds), "iter_samples", boom)
+    again = call(ds, "on_change_view", state=state, view=ds.match(F("prefiqs_min_quality") > 0))
+    assert again.state["info"]["num"] == 10
