@@ -31,17 +31,18 @@ from prefiqs_core.pipeline import ChipDataset, iter_images, score_images  # noqa
 from prefiqs_core.scoring import PreFIQs  # noqa: E402
 
 
-def timed_pair(fa, fb, reps: int, device) -> tuple[float, float, float]:
+def timed_pair(fa, fb, reps: int, device, clock=time.perf_counter) -> tuple[float, float, float]:
     """Median seconds of ``fa()`` and ``fb()``, measured alternately so that both see the same
-    machine load, and the median of the per-repetition ratios fb/fa."""
+    machine load, and the median of the per-repetition ratios fb/fa. ``clock=time.process_time``
+    counts this process's CPU time instead of wall time (steadier on a shared machine)."""
     def once(fn):
-        if device.type == "cuda":
+        if device is not None and device.type == "cuda":
             torch.cuda.synchronize()
-        t = time.perf_counter()
+        t = clock()
         fn()
-        if device.type == "cuda":
+        if device is not None and device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - t
+        return clock() - t
 
     fa(), fb()  # warm-up
     ta, tb = [], []
