@@ -197,3 +197,28 @@ def test_clear_errors(faces_ds, ev, params, view, message):
         # execute_operator raises the operator's error itself; raise_exceptions covers older versions
         run(faces_ds, view=faces_ds.match(view) if view is not None else None, **params).raise_exceptions()
     assert "ev_err" not in faces_ds.list_runs()
+
+
+def test_panel_draws_the_stored_evaluation(faces_ds, ev):
+    """End to end: the Face Quality panel finds a real evaluate_face_quality run and draws its curves."""
+    from fiftyone.operators.executor import ExecutionContext, Executor
+
+    run(faces_ds, identity_field="person", quality_fields=["prefiqs", "sharpness"],
+        eval_key="for_panel").raise_exceptions()
+    try:
+        stored = ev.load_evaluation(faces_ds, "for_panel")["curves"]
+        state = dict(run_key="prefiqs")
+        ctx = ExecutionContext(request_params=dict(dataset_name=faces_ds.name, params=dict(
+            panel_id="p1", __method__="on_load", state=state, panel_state=state)), executor=Executor())
+        foo.get_operator(f"{PLUGIN}/prefiqs_panel").execute(ctx)
+        data = {}
+        for r in ctx.executor._requests:
+            if r.operator_uri == "patch_panel_data":
+                data.update(r.params["data"])
+        traces = data["edc"]
+        assert len(traces) == len(stored) == 2
+        for trace in traces:
+            name = trace["name"].split(": ", 1)[1].split(" (")[0]  # "for_panel: prefiqs (FMR ..., pAUC ...)"
+            assert trace["x"] == pytest.approx(stored[name]["discard_fractions"])
+    finally:
+        ev.delete_evaluation(faces_ds, "for_panel")
