@@ -102,9 +102,10 @@ def main(argv=None):
         paths = sorted(Path(d).glob("*.jpg"))
         ds = ChipDataset(paths, backbone.preprocess, "aligned")
         list(score_images(scorer, iter_images(ChipDataset(paths[:args.batch], backbone.preprocess, "aligned"),
-                                              args.workers), args.batch))  # warm-up, workers' first fork
+                                              args.workers, args.batch), args.batch))  # warm-up, workers' first fork
         t = time.perf_counter()
-        n = sum(1 for r in score_images(scorer, iter_images(ds, args.workers), args.batch) if r.error is None)
+        n = sum(1 for r in score_images(scorer, iter_images(ds, args.workers, args.batch), args.batch)
+                if r.error is None)
         t_e2e = time.perf_counter() - t
         e2e_rate = n / t_e2e
         print(f"end to end (decode in workers + PreFIQs) on {n} JPEG chips: {e2e_rate:8.1f} faces/s = "

@@ -66,7 +66,7 @@ def cmd_score(args) -> int:
         return 1
     mode = "aligned" if args.aligned else "detect"
     dataset = ChipDataset(paths, scorer.backbone.preprocess, mode)
-    images = tqdm(iter_images(dataset, args.workers), total=len(paths), unit="img",
+    images = tqdm(iter_images(dataset, args.workers, args.batch_size), total=len(paths), unit="img",
                   disable=args.quiet, file=sys.stderr)
     n_ok = n_err = 0
     out = Path(args.out)

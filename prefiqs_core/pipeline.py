@@ -131,23 +131,31 @@ class ChipDataset(Dataset):
 
 def _worker_init(_):
     # Each worker decodes and detects on one core; letting torch/OpenCV spawn threads there only
-    # oversubscribes the CPU the main process needs for the network.
+    # oversubscribes the CPU the main process needs for the network. OpenCV must run with 0 threads
+    # (not 1): a forked worker inherits the parent's OpenCV thread pool in a broken state, and any
+    # call that still goes through the pool deadlocks once the parent has used it.
     torch.set_num_threads(1)
     try:
         import cv2
-        cv2.setNumThreads(1)
+        cv2.setNumThreads(0)
     except ImportError:
         pass
 
 
-def iter_images(dataset: ChipDataset, num_workers: int | None = None) -> Iterator[ImageFaces]:
+def iter_images(dataset: ChipDataset, num_workers: int | None = None, batch_size: int = 64) -> Iterator[ImageFaces]:
+    """Decoded, aligned images in order; ``num_workers`` processes work ahead of the consumer.
+
+    The workers keep about two scoring batches (``batch_size`` faces) decoded in advance: while the
+    network runs on one batch they fill the next, so the network never waits for decoding.
+    """
     if num_workers is None:
         num_workers = min(4, max(0, (os.cpu_count() or 1) - 1))
     if num_workers == 0:
         yield from (dataset[i] for i in range(len(dataset)))
         return
+    prefetch = max(8, -(-2 * batch_size // num_workers))
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                        worker_init_fn=_worker_init, prefetch_factor=8, persistent_workers=False)
+                        worker_init_fn=_worker_init, prefetch_factor=prefetch, persistent_workers=False)
     yield from loader
 
 
