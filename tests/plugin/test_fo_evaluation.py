@@ -21,32 +21,9 @@ DEGRADE = [("blur", 4.0), ("downscale", 24)]
 
 @pytest.fixture(scope="module")
 def ev(plugin):
-    """The plugin's evaluation module. Until fiftyone.yml and the root ``__init__`` list the
-    operator, it is added to the plugin's context after every (re)build of FiftyOne's plugin
-    cache, which is rebuilt whenever the plugin folder changes; once they list it this is a no-op."""
-    import fiftyone.plugins.context as fopc
-
-    mod = importlib.import_module(f"{MODULE}.operators.evaluation")
-    if foo.operator_exists(URI):
-        yield mod
-        return
-    original = fopc.PluginContext.register_all
-
-    def register_all(self):
-        original(self)
-        if self.name == PLUGIN and not any(op.name == "evaluate_face_quality" for op in self.instances):
-            op = mod.EvaluateFaceQuality()
-            op.plugin_name = PLUGIN
-            self.instances.append(op)
-
-    import fiftyone.operators.decorators as fod
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fopc.PluginContext, "register_all", register_all)
-        fod.cache.clear()  # the next lookup rebuilds the plugin contexts through the patch
-        assert foo.operator_exists(URI)
-        yield mod
-    fod.cache.clear()
+    """The plugin's evaluation module, as FiftyOne loaded it (the operator must be registered)."""
+    assert foo.operator_exists(URI)
+    return importlib.import_module(f"{MODULE}.operators.evaluation")
 
 
 def identity_of(caption):
