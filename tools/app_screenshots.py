@@ -36,6 +36,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from app_ui import fill_compute_form  # tools/ is this script's folder, first on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "@prefiqs/prefiqs"
 DATASET = "prefiqs-demo"
@@ -314,22 +316,7 @@ def take_screenshots(app: App, chromium: str, out: Path, expected_points: int) -
             # the compute_prefiqs form from the operator browser (backtick), on the whole dataset
             page.get_by_text("Reset view", exact=True).click()
             settle(page, 2000)
-            page.keyboard.press("`")
-            page.keyboard.type("compute face quality")
-            page.get_by_text("PreFIQs: compute face quality").first.click()
-            # the form is dynamic (re-resolved on each change): wait for it before filling it in
-            taken = page.get_by_text("Run 'prefiqs' exists: tick overwrite or resume")
-            taken.wait_for()
-            # a form ready to execute: a new run key, faces detected first (as in the browser test)
-            page.get_by_text("Detect faces first", exact=True).click()
-            page.get_by_text("Choose a patches field, aligned images, or detection").wait_for(state="detached")
-            # the form's text input, not the panel's run picker (a hidden input with the same value)
-            run_key = page.locator("input[type=string][value=prefiqs]").element_handle()
-            run_key.click()
-            run_key.press("Control+a")
-            run_key.type("prefiqs_v2", delay=30)
-            run_key.press("Tab")
-            taken.wait_for(state="detached")
+            fill_compute_form(page, "prefiqs_v2", delay=30)  # a new run key, faces detected first
             page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring
             settle(page, 1500)
             shot(page, "operator_form.png")

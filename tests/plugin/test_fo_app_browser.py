@@ -30,6 +30,8 @@ import pytest
 
 import fiftyone.operators as foo
 
+from tools.app_ui import fill_compute_form
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_IMG = ROOT / "docs" / "img"
 P = "@prefiqs/prefiqs/"
@@ -228,22 +230,7 @@ def test_panel_worst_first_and_operator_in_chromium(app):
             # 3. compute_prefiqs from the operator browser, on the whole dataset again
             page.get_by_text("Reset view", exact=True).click()
             page.get_by_text("4 samples").wait_for()
-            page.keyboard.press("`")
-            page.keyboard.type("compute face quality")
-            page.get_by_text("PreFIQs: compute face quality").first.click()
-            # the form is dynamic (re-resolved on each change): wait for it to settle before typing
-            taken = page.get_by_text("Run 'prefiqs' exists: tick overwrite or resume")
-            taken.wait_for()
-            page.get_by_text("Detect faces first", exact=True).click()
-            page.get_by_text("Choose a patches field, aligned images, or detection").wait_for(state="detached")
-            # the form's text input (not the panel's run picker, a hidden <select> input with that value);
-            # a handle, as the value it is found by changes while typing
-            run_key = page.locator("input[type=string][value=prefiqs]").element_handle()
-            run_key.click()
-            run_key.press("Control+a")
-            run_key.type("fresh", delay=50)
-            run_key.press("Tab")
-            taken.wait_for(state="detached")
+            fill_compute_form(page, "fresh")
             _shot(page, out, "operator_form.png")
             page.get_by_role("button", name="Execute").click()
             page.locator("[data-cy=sidebar-field-fresh_quality]").wait_for(timeout=COMPUTE_S * 1000)
