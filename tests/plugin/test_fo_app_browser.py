@@ -10,8 +10,8 @@ through Playwright and checks what a user sees:
 3.  ``compute_prefiqs`` runs from the operator browser (backtick key) and its new field appears
     in the sidebar
 
-Screenshots go to a tmp dir and are copied to ``docs/img/`` (panel.png, worst_first.png,
-operator_form.png). Every process the test started is stopped: the App's server runs in
+Screenshots go to a tmp dir (panel.png, worst_first.png, operator_form.png); the README's own,
+on the demo dataset, come from ``tools/app_screenshots.py``, so a test run leaves the checkout clean. Every process the test started is stopped: the App's server runs in
 its own process groups, so they are killed by PGID and checked gone.
 
 Without Chromium (or Playwright) the test fails when ``CI=true`` and otherwise skips, loudly.
@@ -33,7 +33,6 @@ import fiftyone.operators as foo
 from tools.app_ui import fill_compute_form
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS_IMG = ROOT / "docs" / "img"
 P = "@prefiqs/prefiqs/"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -175,8 +174,6 @@ def app(fo, photos, tmp_path_factory):
 def _shot(page, out, name):
     path = out / name
     page.screenshot(path=str(path))
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS_IMG / name)
     return path
 
 
@@ -241,4 +238,4 @@ def test_panel_worst_first_and_operator_in_chromium(app):
     assert "fresh" in ds.list_runs() and ds.count("fresh_quality") == 4
     assert not [e for e in errors if "prefiqs" in e.lower()], errors
     for name in ("panel.png", "worst_first.png", "operator_form.png"):
-        assert (DOCS_IMG / name).stat().st_size > 10_000
+        assert (out / name).stat().st_size > 10_000
