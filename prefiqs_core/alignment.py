@@ -415,6 +415,22 @@ class DlibDetector:
         return align_face(image_rgb, face, template)
 
 
+# YuNet's smallest anchor is 10 px: a smaller image cannot hold a face it can find, and what it
+# reports there comes from the zero padding OpenCV adds up to a multiple of 32 px, whose output
+# differs between CPUs.
+YUNET_MIN_SIDE = 10
+
+
+def box_centre_inside(box, width: int, height: int) -> bool:
+    """Whether the centre of ``box`` (x0, y0, x1, y1) lies in a ``width`` x ``height`` image.
+
+    Detectors that pad their input can report "faces" centred in the padding; those are not in
+    the image and are dropped.
+    """
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return 0 <= cx < width and 0 <= cy < height
+
+
 class YuNetDetector:
     """OpenCV's YuNet face detector (``cv2.FaceDetectorYN``): boxes and arcface5 landmarks.
 
@@ -449,14 +465,18 @@ class YuNetDetector:
         self._load()
         img = _check_image(image_rgb)
         h, w = img.shape[:2]
+        if min(h, w) < YUNET_MIN_SIDE:
+            return []
         self._net.setInputSize((w, h))
         _, rows = self._net.detect(np.ascontiguousarray(img[..., ::-1]))  # YuNet wants BGR
         faces = []
         for r in ([] if rows is None else rows):
             x, y, bw, bh = (float(v) for v in r[:4])
-            faces.append(Face(box=(x, y, x + bw, y + bh), score=float(r[14]),
-                              landmarks=np.asarray(r[4:14], np.float64).reshape(5, 2),
-                              convention="arcface5"))
+            face = Face(box=(x, y, x + bw, y + bh), score=float(r[14]),
+                        landmarks=np.asarray(r[4:14], np.float64).reshape(5, 2),
+                        convention="arcface5")
+            if box_centre_inside(face.box, w, h):
+                faces.append(face)
         faces.sort(key=lambda f: -f.score)
         return faces
 

@@ -161,6 +161,27 @@ def test_no_face_gives_an_empty_list(dlib_det, yunet, kind):
     assert yunet.detect(img) == []
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (9, 9), (9, 640), (480, 9)])
+def test_yunet_ignores_images_below_its_smallest_anchor(yunet, shape):
+    assert yunet.detect(np.full(shape + (3,), 200, np.uint8)) == []
+
+
+def test_box_centre_inside():
+    assert al.box_centre_inside((-5, -5, 10, 10), 20, 20)      # overhangs the edge: kept
+    assert not al.box_centre_inside((-6, 4, 29, 39), 3, 3)     # centred in the padding
+    assert not al.box_centre_inside((15, 0, 30, 10), 20, 20)   # centre at x = 22.5
+    assert not al.box_centre_inside((0, 0, 40, 40), 20, 20)    # centre exactly on the border
+
+
+def test_yunet_keeps_a_face_cut_by_the_image_edge(yunet):
+    img = photo("obama.jpg")
+    (face,) = yunet.detect(img)
+    x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+    cut = np.ascontiguousarray(img[:, (x0 + x1) // 2 - (x1 - x0) // 3:])  # drop a sixth of it
+    found = yunet.detect(cut)
+    assert len(found) >= 1 and found[0].box[0] < (x1 - x0) / 3
+
+
 def test_dlib150_alignment_of_dlib_faces_is_dlibs_own_chip(dlib_det):
     img = photo("friends_t1.jpg")
     for face in dlib_det.detect(img):
