@@ -15,7 +15,6 @@ images (mirroring doubles the sample without inventing faces).
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import time
 from pathlib import Path

@@ -1,7 +1,6 @@
 """Pruning: exact sparsity per method, only conv/linear weights touched, clear errors."""
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

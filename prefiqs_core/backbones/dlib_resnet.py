@@ -60,7 +60,7 @@ class DlibResNet(nn.Module):
 
     def __init__(self, weights: DlibResNetWeights):
         super().__init__()
-        convs, affines = weights.convs, weights.affines
+        convs = weights.convs
         stem = convs[0]
         self.stem_conv = nn.Conv2d(stem.weight.shape[1], stem.weight.shape[0], stem.weight.shape[2:],
                                    stem.stride, stem.padding)

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import fiftyone.operators as foo
-from fiftyone import ViewField as F
 
 URI = "@prefiqs/prefiqs/compute_prefiqs"
 

@@ -10,7 +10,6 @@ import numpy as np
 from bson import ObjectId
 import pytest
 import fiftyone.operators as foo
-from fiftyone import ViewField as F
 
 URI = "@prefiqs/prefiqs/compute_prefiqs"
 MODULE = "fiftyone.plugins.orgs.prefiqs.prefiqs"
