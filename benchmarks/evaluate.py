@@ -2,7 +2,7 @@
 """Measured results for the README: EDC pAUC of PreFIQs against every baseline, ranking checks,
 speed and memory, and the paper-style table on public verification benchmarks.
 
-Without --bin / --identity-folder it runs the built-in sections:
+Without --bin / --identity-folder / --ijb it runs the built-in sections:
 
 1. real faces: every face detected in the real photos (plus mirror images), each also degraded
    synthetically (6 kinds x 2 severities, ``prefiqs_core.degrade``). Identity = the photo's person
@@ -18,6 +18,7 @@ Without --bin / --identity-folder it runs the built-in sections:
     python benchmarks/evaluate.py --plugin --out out/eval
     python benchmarks/evaluate.py --bin lfw.bin --bin agedb_30.bin     # paper-style table
     python benchmarks/evaluate.py --identity-folder ~/fiftyone/lfw     # <split>/<identity>/<image>
+    python benchmarks/evaluate.py --ijb IJB_release/IJBC --max-pairs 200000   # IJB-C 1:1, templates
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.degrade import degraded_set  # noqa: E402
 from prefiqs_core.demo import collect_demo_chips  # noqa: E402
 from prefiqs_core.evaluation import edc, pair_quality_from, pauc, plot_edc  # noqa: E402
-from prefiqs_core.pairs import make_pairs  # noqa: E402
+from prefiqs_core.ijb import read_ijb  # noqa: E402
+from prefiqs_core.pairs import aggregate_templates, make_pairs, template_pair_similarities  # noqa: E402
 from prefiqs_core.pipeline import ChipDataset, iter_images  # noqa: E402
 from prefiqs_core.pruning import PruneSpec  # noqa: E402
 from speed import jittered, timed_pair  # noqa: E402
@@ -495,6 +497,75 @@ def folder_benchmark(root, backbone, methods, args, log) -> dict:
                       + (f"; {pairs.notes[0]}" if pairs.notes else ""))
 
 
+IJB_CHUNK = 512  # faces scored together: every method sees the same chunk; only scores are kept
+
+
+def ijb_benchmark(root, backbone, methods, args, log) -> dict:
+    """IJB-B/C 1:1 template verification: the benchmark's own 5 points align each loose crop,
+    faces are scored and embedded in chunks (memory stays flat on 227k faces), templates are
+    aggregated the IJB way (media mean, then sum) and rated by the min of their faces' quality."""
+    proto = read_ijb(root)
+    total = len(proto.pair_label)
+    proto = proto.subset(args.max_pairs, seed=0, max_templates=args.ijb_max_templates)
+    log(f"{proto.name}: {len(proto.pair_label)} template pairs, {len(proto)} faces "
+        f"in {len(np.unique(proto.template_ids))} templates")
+    ds = ChipDataset(proto.paths, backbone.preprocess, "landmarks", landmarks=proto.landmarks)
+    scores = {n: np.full(len(proto), np.nan) for n in methods}
+    emb, ok, errors = None, np.zeros(len(proto), bool), []
+    chunk, where = [], []
+
+    def flush():
+        nonlocal emb
+        if not chunk:
+            return
+        c = np.stack(chunk)
+        e = embed(backbone, c)
+        if emb is None:
+            emb = np.zeros((len(proto), e.shape[1]))
+        emb[where] = e
+        for n, m in methods.items():
+            scores[n][where] = m.score(c)
+        ok[where] = True
+        chunk.clear()
+        where.clear()
+
+    t = time.perf_counter()
+    for i, im in enumerate(iter_images(ds, batch_size=IJB_CHUNK)):
+        if im.error is not None:
+            errors.append(f"{Path(im.path).name}: {im.error}")
+            continue
+        chunk.append(im.chips[0])
+        where.append(i)
+        if len(chunk) == IJB_CHUNK:
+            flush()
+            log(f"  {int(ok.sum())}/{len(proto)} faces scored ({time.perf_counter() - t:.0f} s)")
+    flush()
+    if emb is None:
+        raise SystemExit(f"{root}: no face image could be read ({errors[0] if errors else 'none listed'})")
+    kept = np.flatnonzero(ok)
+    weights = proto.face_scores[kept] if args.ijb_detector_weights else None
+    templates = aggregate_templates(emb[kept], proto.template_ids[kept], proto.media_ids[kept], weights)
+    sims, usable = template_pair_similarities(templates, proto.pair_t1, proto.pair_t2)
+    mated = proto.pair_label[usable]
+    r1, _ = templates.rows(proto.pair_t1[usable])
+    r2, _ = templates.rows(proto.pair_t2[usable])
+    qualities = {}
+    for n, q in scores.items():
+        tq = templates.reduce_quality(q[kept], args.template_quality)
+        qualities[n] = pair_quality_from(tq[r1], tq[r2], "min")
+    block = edc_block(sims[usable], mated, qualities, args.fmr)
+    desc = (f"{int(mated.sum())} genuine / {int((~mated).sum())} impostor template pairs of {len(templates.ids)} "
+            f"templates ({len(kept)} faces; template quality = {args.template_quality} of its faces"
+            + (", features weighted by detector score" if args.ijb_detector_weights else "") + ")")
+    if len(proto.pair_label) < total:
+        desc += f"; a seeded sample ({proto.name.split(' (')[1][:-1]}) of the protocol's {total} pairs"
+    if errors:
+        desc += f"; {len(errors)} unreadable face images skipped (first: {errors[0]})"
+    if (~usable).any():
+        desc += f"; {int((~usable).sum())} pairs dropped: a template had no readable face"
+    return dict(name=proto.name.split(" ")[0], block=block, pairs=desc)
+
+
 def paper_table(results, backbone) -> list[str]:
     names = list(results[0]["block"]["methods"])
     out = []
@@ -533,11 +604,22 @@ def parse_args(argv=None):
     ap.add_argument("--bin", action="append", default=[], help="insightface verification .bin (repeatable)")
     ap.add_argument("--identity-folder", action="append", default=[],
                     help="<root>/<split>/<identity>/<image> folder (repeatable)")
+    ap.add_argument("--ijb", action="append", default=[],
+                    help="IJB-C (or IJB-B) release in insightface's layout: the IJBC folder holding meta/ and "
+                         "loose_crop/, or IJB_release above it (repeatable)")
+    ap.add_argument("--template-quality", choices=("min", "mean", "max"), default="min",
+                    help="IJB template quality from its faces' (default min, as CR-FIQA)")
+    ap.add_argument("--ijb-max-templates", type=int,
+                    help="a seeded sample of this many IJB templates and the pairs among them (decodes only "
+                         "their faces: the quick way to a smaller IJB run)")
+    ap.add_argument("--ijb-detector-weights", action="store_true",
+                    help="weight IJB face features by the detector score (insightface's option)")
     ap.add_argument("--no-splits", action="store_true", help="identity folders are <root>/<identity>/<image>")
     ap.add_argument("--aligned", action="store_true", help="identity-folder images are aligned chips")
     ap.add_argument("--builtin", action="store_true", help="with --bin/--identity-folder: run the built-in "
                                                            "real-face and speed sections too")
-    ap.add_argument("--max-pairs", type=int, help="read only the first pairs of each .bin")
+    ap.add_argument("--max-pairs", type=int, help="read only the first pairs of each .bin; a seeded sample of "
+                                                  "this many IJB template pairs (and only their faces)")
     ap.add_argument("--max-impostors", type=int, default=100_000)
     ap.add_argument("--fmr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=None, help="speed batch (default 32, quick 8)")
@@ -564,11 +646,12 @@ def main(argv=None):
     backbone = load_backbone(args.backbone, args.checkpoint).to(device)
     methods = build_methods(backbone, args.quick)
     log(f"{backbone.name}: methods {', '.join(methods)}")
-    external = bool(args.bin or args.identity_folder)
+    external = bool(args.bin or args.identity_folder or args.ijb)
     sections = []
     if external:
         results = [bin_benchmark(p, backbone, methods, args, log) for p in args.bin]
         results += [folder_benchmark(p, backbone, methods, args, log) for p in args.identity_folder]
+        results += [ijb_benchmark(p, backbone, methods, args, log) for p in args.ijb]
         sections += paper_table(results, backbone)
         for r in results:
             sections += [f"EDC plots: {', '.join(p)}"] if (p := write_plots(r["block"], out, r["name"], r["name"])) else []

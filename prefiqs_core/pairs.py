@@ -192,6 +192,146 @@ def pair_similarities(embeddings, pairs: Pairs) -> np.ndarray:
 # Templates
 
 
+QUALITY_REDUCERS = {"min": np.minimum, "max": np.maximum}
+
+
+@dataclass
+class TemplateSet:
+    """Template features: one row per template id, in order of each template's first face."""
+
+    ids: np.ndarray  # (T,) template ids
+    embeddings: np.ndarray  # (T, D), L2-normalised
+    quality: np.ndarray  # (T,) reduced member quality (NaN without qualities)
+    members: list[np.ndarray]  # face indices of each template
+    face_rows: np.ndarray  # (N,) the template row of each face
+
+    def reduce_quality(self, quality, how: str = "min") -> np.ndarray:
+        """Per template, ``how`` (min, mean, max) of its faces' ``quality`` (an ``(N,)`` array):
+        other quality measures over the same templates without aggregating the features again."""
+        return _reduce_by_row(self.face_rows, quality, len(self.ids), how)
+
+    def rows(self, template_ids) -> tuple[np.ndarray, np.ndarray]:
+        """Row of each of ``template_ids`` in this set, and a mask of those that have one."""
+        ids = np.asarray(template_ids)
+        order = np.argsort(self.ids, kind="stable")
+        sorted_ids = self.ids[order]
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
+        found = (sorted_ids[pos] == ids) if len(sorted_ids) else np.zeros(ids.shape, bool)
+        return np.where(found, order[pos] if len(order) else 0, -1), found
+
+
+def aggregate_templates(embeddings, template_ids, media_ids=None, weights=None, quality=None,
+                        quality_reduce: str = "min") -> TemplateSet:
+    """Template features from face embeddings, the IJB-B/C way.
+
+    Each face embedding is L2-normalised and multiplied by its ``weights`` entry (e.g. the
+    detector score; 1 when ``None``). Within a template, faces of one media (the same still or
+    video) are averaged first, so a 200-frame video counts as much as one photo; the media
+    features are then summed and the sum L2-normalised. Without ``media_ids`` every face is its own
+    media, so the template is the normalised mean of its faces.
+
+    Template quality reduces the members' ``quality`` with ``quality_reduce``: ``"min"`` (as
+    CR-FIQA's IJB-C evaluation: one bad image makes a bad template), ``"mean"`` or ``"max"``.
+    Template ids are any integers or strings; templates come in order of their first face.
+    """
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {emb.shape}")
+    n = len(emb)
+    tids = np.asarray(template_ids)
+    if tids.shape != (n,):
+        raise ValueError(f"template_ids must have shape ({n},), got {tids.shape}")
+    mids = np.arange(n) if media_ids is None else np.asarray(media_ids)
+    if mids.shape != (n,):
+        raise ValueError(f"media_ids must have shape ({n},), got {mids.shape}")
+    w = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"weights must be {n} finite non-negative numbers")
+    q = None
+    if quality is not None:
+        q = np.asarray(quality, dtype=np.float64)
+        if q.shape != (n,):
+            raise ValueError(f"quality must have shape ({n},), got {q.shape}")
+    if quality_reduce not in ("min", "mean", "max"):
+        raise ValueError(f"quality_reduce must be 'min', 'mean' or 'max', got {quality_reduce!r}")
+    if n == 0:
+        return TemplateSet(tids[:0], np.zeros((0, emb.shape[1])), np.zeros(0), [], np.zeros(0, np.int64))
+
+    uniq, first, t_of_face = np.unique(tids, return_index=True, return_inverse=True)
+    rank = np.empty(len(uniq), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))  # rows in order of first appearance
+    t_of_face = rank[t_of_face.reshape(-1)]
+    m_code = np.unique(mids, return_inverse=True)[1].reshape(-1)
+    # Faces sorted by (template, media): media and templates are then runs, summed by reduceat
+    # with one copy of the embeddings (IJB-C: 227k x 512), where np.add.at would be slow.
+    order = np.lexsort((m_code, t_of_face))
+    e = np.empty(emb.shape, np.float64)
+    for k in range(0, n, 1 << 16):  # gathered in blocks: no second full-size copy in the input's dtype
+        e[k:k + (1 << 16)] = emb[order[k:k + (1 << 16)]]
+    sq = np.einsum("ij,ij->i", e, e)
+    if not np.isfinite(sq).all():
+        raise ValueError(f"embeddings row {int(order[np.flatnonzero(~np.isfinite(sq))[0]])} contains NaN or inf")
+    if (sq == 0).any():
+        raise ValueError(f"embeddings row {int(order[np.flatnonzero(sq == 0)[0]])} is all zeros: its direction "
+                         "is undefined")
+    scale = 1.0 / np.sqrt(sq)
+    if w is not None:
+        scale *= w[order]
+    e *= scale[:, None]
+    ts, ms = t_of_face[order], m_code[order]
+    starts = np.flatnonzero(np.r_[True, (ts[1:] != ts[:-1]) | (ms[1:] != ms[:-1])])
+    media_mean = np.add.reduceat(e, starts, axis=0)
+    del e
+    media_mean /= np.diff(np.r_[starts, n])[:, None]
+    t_of_media = ts[starts]
+    feats = np.add.reduceat(media_mean, np.flatnonzero(np.r_[True, t_of_media[1:] != t_of_media[:-1]]), axis=0)
+    ids = tids[np.sort(first)]
+    norms = np.sqrt(np.einsum("ij,ij->i", feats, feats))
+    if (norms == 0).any():
+        raise ValueError(f"template {ids[int(np.flatnonzero(norms == 0)[0])].item()!r} has a zero feature (all "
+                         "its weights are 0?): its direction is undefined")
+    feats /= norms[:, None]
+
+    face_order = np.argsort(t_of_face, kind="stable")
+    bounds = np.cumsum(np.bincount(t_of_face, minlength=len(uniq)))[:-1]
+    members = np.split(face_order, bounds)
+    tq = np.full(len(uniq), np.nan) if q is None else _reduce_by_row(t_of_face, q, len(uniq), quality_reduce)
+    return TemplateSet(ids, feats, tq, members, t_of_face)
+
+
+def _reduce_by_row(rows: np.ndarray, values, n_rows: int, how: str) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape != rows.shape:
+        raise ValueError(f"quality must have shape {rows.shape}, got {v.shape}")
+    if how == "mean":
+        return np.bincount(rows, weights=v, minlength=n_rows) / np.bincount(rows, minlength=n_rows)
+    if how not in QUALITY_REDUCERS:
+        raise ValueError(f"quality_reduce must be 'min', 'mean' or 'max', got {how!r}")
+    out = np.full(n_rows, np.inf if how == "min" else -np.inf)
+    QUALITY_REDUCERS[how].at(out, rows, v)
+    return out
+
+
+def template_pair_similarities(templates: TemplateSet, t1, t2) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity of template pairs ``(t1[k], t2[k])`` (template ids) and a mask of the
+    pairs whose two templates both exist in ``templates`` (similarity NaN elsewhere)."""
+    r1, ok1 = templates.rows(t1)
+    r2, ok2 = templates.rows(t2)
+    ok = ok1 & ok2
+    sims = np.full(len(ok), np.nan)
+    e = templates.embeddings
+    good = np.flatnonzero(ok)
+    for k in range(0, len(good), PAIR_BLOCK):  # in blocks: 15 M pairs x 512-D at once would be 120 GiB
+        g = good[k:k + PAIR_BLOCK]
+        sims[g] = np.einsum("ij,ij->i", e[r1[g]], e[r2[g]])
+    return np.clip(sims, -1.0, 1.0), ok
+
+
+PAIR_BLOCK = 4096
+
+
 @dataclass
 class Templates:
     """One row per (identity, template id): its embedding, quality, identity and member faces."""
@@ -204,33 +344,32 @@ class Templates:
 
 
 def build_templates(embeddings, labels: Sequence[Hashable], template_ids: Sequence[Hashable],
-                    quality=None) -> Templates:
+                    quality=None, media_ids=None, quality_reduce: str = "min") -> Templates:
     """Group faces into templates keyed by ``(identity, template id)``.
 
-    A template's embedding is the mean of its members' L2-normalised embeddings, normalised again
-    (a simplification of the IJB-C recipe, which first averages per media); its quality is the
-    **min** over its members (as CR-FIQA's IJB-C evaluation), so one bad image makes a bad
-    template. Faces with a missing identity or template id are skipped. Templates appear in
-    order of their first face.
+    Features and qualities as :func:`aggregate_templates` (media averaged, then summed; quality
+    the **min** over the members by default). Faces with a missing identity or template id are
+    skipped. Templates appear in order of their first face.
     """
     e = _unit_rows(embeddings, "embeddings")
     n = len(e)
     if len(labels) != n or len(template_ids) != n:
         raise ValueError(f"length mismatch: {n} embeddings, {len(labels)} labels, "
                          f"{len(template_ids)} template ids")
-    q = None if quality is None else np.asarray(quality, dtype=np.float64)
-    if q is not None and q.shape != (n,):
-        raise ValueError(f"quality must have shape ({n},), got {q.shape}")
-    groups: dict[tuple, list[int]] = {}
+    keep, keys, key_of = [], [], {}
+    codes = []
     for i, (lab, tid) in enumerate(zip(labels, template_ids)):
         if _is_missing(lab) or _is_missing(tid):
             continue
-        groups.setdefault((lab, tid), []).append(i)
-    keys = list(groups)
-    members = [np.asarray(groups[k], dtype=np.int64) for k in keys]
-    if members:
-        emb = _unit_rows(np.stack([e[m].mean(0) for m in members]), "template embeddings")
-    else:
-        emb = np.zeros((0, e.shape[1]))
-    tq = np.asarray([q[m].min() for m in members]) if q is not None else np.full(len(keys), np.nan)
-    return Templates(keys, emb, tq, [k[0] for k in keys], members)
+        keep.append(i)
+        codes.append(key_of.setdefault((lab, tid), len(key_of)))
+    keys = list(key_of)
+    keep = np.asarray(keep, dtype=np.int64)
+    q = None if quality is None else np.asarray(quality, dtype=np.float64)
+    if q is not None and q.shape != (n,):
+        raise ValueError(f"quality must have shape ({n},), got {q.shape}")
+    m = None if media_ids is None else np.asarray(media_ids)[keep]
+    ts = aggregate_templates(e[keep], np.asarray(codes, dtype=np.int64), m,
+                             quality=None if q is None else q[keep], quality_reduce=quality_reduce)
+    return Templates(keys, ts.embeddings, ts.quality, [k[0] for k in keys],
+                     [keep[mem] for mem in ts.members])

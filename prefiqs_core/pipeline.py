@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from .assets import IMAGE_EXTENSIONS
 from .images import ImageError, load_rgb
 
-MODES = ("detect", "aligned")
+MODES = ("detect", "aligned", "landmarks")
 
 # Detectors scan every pixel (dlib also upsamples 2x), so a 10,000 x 10,000 scan would take minutes
 # and gigabytes; faces are found on a copy whose longer side is at most this, then mapped back and
@@ -89,15 +89,26 @@ class ImageFaces:
 
 
 class ChipDataset(Dataset):
-    """Per image: decode, then either resize (already-aligned chips) or detect + align each face."""
+    """Per image: decode, then resize (``"aligned"``: already-aligned chips), detect + align each
+    face (``"detect"``), or align the one face whose 5 points are given (``"landmarks"``: an
+    ``(N, 5, 2)`` array in ``convention`` order, image pixels, e.g. a benchmark's own points)."""
 
-    def __init__(self, paths, backbone_preprocess, mode: str = "detect", detector=None):
+    def __init__(self, paths, backbone_preprocess, mode: str = "detect", detector=None,
+                 landmarks=None, convention: str = "arcface5"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.paths = [str(p) for p in paths]
         self.pre = backbone_preprocess
         self.mode = mode
         self.detector = detector
+        self.landmarks = None
+        self.convention = convention
+        if mode == "landmarks":
+            lm = np.asarray(landmarks, dtype=np.float64) if landmarks is not None else None
+            if lm is None or lm.shape != (len(self.paths), 5, 2):
+                raise ValueError(f"mode 'landmarks' needs landmarks of shape ({len(self.paths)}, 5, 2), got "
+                                 f"{None if lm is None else lm.shape}")
+            self.landmarks = lm
         if mode == "detect" and detector is None:
             from .alignment import DlibDetector
             self.detector = DlibDetector()
@@ -117,6 +128,14 @@ class ChipDataset(Dataset):
         size = (img.shape[1], img.shape[0])
         if self.mode == "aligned":
             return ImageFaces(path, resize_chip(img, self.pre.size)[None], [None], [None], size)
+        if self.mode == "landmarks":
+            from .alignment import warp_to_template
+
+            try:
+                chip = warp_to_template(img, self.landmarks[i], self.convention, get_template(self.pre.template))
+            except (ValueError, RuntimeError) as e:
+                return ImageFaces(path, empty, size=size, error=f"alignment to the given points failed ({e})")
+            return ImageFaces(path, chip[None], [None], [None], size)
         try:
             faces = detect_bounded(self.detector, img)
             if not faces:

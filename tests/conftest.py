@@ -22,3 +22,16 @@ def real_chips(dlib_backbone):
     chips, captions, _ = collect_demo_chips(dlib_backbone.preprocess)
     assert len(chips) >= 10, "expected at least 10 real faces in the demo photos"
     return np.stack(chips)
+
+
+@pytest.fixture(scope="session")
+def run_evaluate():
+    """Run benchmarks/evaluate.py with the given arguments; its stdout, after checking it succeeded."""
+    import subprocess
+
+    def run(*args) -> str:
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "evaluate.py"), *map(str, args)],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+    return run

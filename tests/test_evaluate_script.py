@@ -3,14 +3,8 @@ from the real face chips (ArcFace 112 framing, JPEG bytes, a pickle of (bins, is
 built-in real-face, speed and memory sections."""
 import io
 import pickle
-import subprocess
-import sys
-
-from pathlib import Path
 
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_tiny_bin(path, chips):
@@ -33,14 +27,10 @@ def write_tiny_bin(path, chips):
     path.write_bytes(pickle.dumps((bins, issame), protocol=4))
 
 
-def test_quick_run_prints_every_table(tmp_path, real_chips):
+def test_quick_run_prints_every_table(tmp_path, real_chips, run_evaluate):
     write_tiny_bin(tmp_path / "tiny.bin", real_chips)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "evaluate.py"), "--quick", "--builtin",
-                           "--bin", str(tmp_path / "tiny.bin"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    text = proc.stdout
+    text = run_evaluate("--quick", "--builtin", "--bin", tmp_path / "tiny.bin", "--out", out)
 
     # the paper-style table, both conventions, with the unreachable FMR said out loud
     assert "### pAUC per benchmark, per_level" in text and "### pAUC per benchmark, fixed" in text
