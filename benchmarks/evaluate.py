@@ -53,6 +53,7 @@ from prefiqs_core.pipeline import ChipDataset, iter_images  # noqa: E402
 from prefiqs_core.pruning import PruneSpec  # noqa: E402
 from speed import jittered, timed_pair  # noqa: E402
 from sweep import auroc, lfw_subset_chips  # noqa: E402
+from tools.fo_processes import private_fiftyone  # noqa: E402
 
 LIMITS = (0.2, 0.3)
 CONVENTIONS = ("fixed", "per_level")
@@ -392,12 +393,7 @@ def run_speed(backbone, methods, args, device, log) -> list[str]:
 
 def _fiftyone_env():
     """A private database unless one is configured, and this checkout as the plugin."""
-    if not os.environ.get("FIFTYONE_DATABASE_URI") and not os.environ.get("FIFTYONE_DATABASE_DIR"):
-        # one fixed folder, reused by every run: it cannot be removed at exit, since FiftyOne stops
-        # its mongod only after this process has gone; the benchmark's dataset is non-persistent
-        os.environ["FIFTYONE_DATABASE_DIR"] = os.path.join(tempfile.gettempdir(), "prefiqs-evaluate-db")
-    os.environ["FIFTYONE_PLUGINS_DIR"] = str(ROOT)
-    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    private_fiftyone(Path(tempfile.mkdtemp(prefix="prefiqs-evaluate-")), ROOT)
     # keep stdout to the tables: no MongoDB version notice, no progress bars
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")

@@ -18,8 +18,10 @@ The default, 5,000 faces, fits a 2-core CPU (dlib ResNet-29 scores ~12-25 faces/
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -30,6 +32,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tools.fo_processes import private_fiftyone  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -116,11 +120,8 @@ def torch_threads() -> int:
 
 def plugin(args) -> str:
     tmp = tempfile.mkdtemp(prefix="prefiqs-scale-")
-    # FiftyOne reads its configuration on import: a private database unless one is given
-    os.environ.setdefault("FIFTYONE_DATABASE_DIR", os.path.join(tmp, "db"))
-    os.environ["FIFTYONE_PLUGINS_DIR"] = str(ROOT)
-    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    atexit.register(shutil.rmtree, tmp, True)  # the chip pool; runs after the database has stopped
+    private_fiftyone(Path(tmp) / "fo", ROOT)  # before fiftyone is imported: it reads its config then
     import importlib
 
     import fiftyone as fo

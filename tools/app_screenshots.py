@@ -24,98 +24,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from app_ui import fill_compute_form  # tools/ is this script's folder, first on sys.path
+from fo_processes import CHROMIUM_ARGS, AppServer, PrivateMongo, find_chromium, fiftyone_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "@prefiqs/prefiqs"
 DATASET = "prefiqs-demo"
 CHIP_RUN = "prefiqs_chips"
 VIEWPORT = {"width": 1600, "height": 1100}
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def log(msg: str) -> None:
     print(f"[app_screenshots] {msg}", flush=True)
-
-
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ------------------------------------------------------------------------------------------------
-# a private MongoDB
-# ------------------------------------------------------------------------------------------------
-
-
-class PrivateMongo:
-    """FiftyOne's own mongod binary, run on a loopback port over a directory of ours."""
-
-    def __init__(self, dbpath: Path):
-        spec = importlib.util.find_spec("fiftyone")  # locate the package without importing it
-        if spec is None:
-            raise SystemExit("fiftyone is not installed in this interpreter (make setup)")
-        binary = Path(list(spec.submodule_search_locations)[0]) / "db" / "bin" / "mongod"
-        if not binary.exists():
-            raise SystemExit(f"FiftyOne's mongod is missing ({binary})")
-        dbpath.mkdir(parents=True, exist_ok=True)
-        self.dbpath = dbpath
-        self.port = unused_port()
-        self.logfile = dbpath.parent / "mongod.log"
-        self.proc = subprocess.Popen(
-            [str(binary), "--dbpath", str(dbpath), "--port", str(self.port), "--bind_ip", "127.0.0.1",
-             "--logpath", str(self.logfile)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.uri = f"mongodb://127.0.0.1:{self.port}"
-        self._wait()
-
-    def _wait(self, timeout: float = 60.0) -> None:
-        end = time.time() + timeout
-        while time.time() < end:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"mongod exited with status {self.proc.returncode}; log: {self.logfile}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"mongod did not accept connections within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
-def configure_env(work: Path, mongo: PrivateMongo) -> None:
-    os.environ["FIFTYONE_DATABASE_URI"] = mongo.uri
-    os.environ["FIFTYONE_DATABASE_DIR"] = str(mongo.dbpath)
-    os.environ["FIFTYONE_DEFAULT_DATASET_DIR"] = str(work / "home")
-    os.environ["FIFTYONE_PLUGINS_DIR"] = str(ROOT)  # the plugin of this checkout
-    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
-    os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
-    os.environ.setdefault("PREFIQS_DATA", str(ROOT / "data"))
-    if "fiftyone" in sys.modules:
-        raise RuntimeError("fiftyone was imported before its database was configured")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,99 +70,8 @@ def ensure_demo(chips_dir: Path, device: str | None):
 
 
 # ------------------------------------------------------------------------------------------------
-# the App
-# ------------------------------------------------------------------------------------------------
-
-
-class App:
-    """``fiftyone app launch --remote`` in a session of its own; every process it spawns is tracked."""
-
-    def __init__(self, dataset: str, logfile: Path, start_timeout: float = 120.0):
-        self.port = unused_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.logfile = open(logfile, "w")
-        cli = Path(sys.executable).with_name("fiftyone")
-        self.proc = subprocess.Popen(
-            [str(cli), "app", "launch", dataset, "--remote", "--port", str(self.port), "--address", "127.0.0.1",
-             "--wait", "-1"],
-            stdout=self.logfile, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
-        self.known = {}  # pid -> psutil.Process (create time remembered: safe against PID reuse)
-        self._wait(start_timeout)
-
-    def _track(self) -> None:
-        import psutil
-
-        found = []
-        try:
-            root = psutil.Process(self.proc.pid)
-            found = [root] + root.children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-        # the server may be re-parented when its launcher exits: its --port argument identifies it
-        for p in psutil.process_iter(["cmdline"]):
-            args = p.info["cmdline"] or []
-            if p.pid != os.getpid() and "--port" in args and str(self.port) in args:
-                found.append(p)
-        for p in found:
-            self.known.setdefault(p.pid, p)
-
-    def _wait(self, timeout: float) -> None:
-        end = time.time() + timeout
-        while time.time() < end:
-            self._track()
-            if self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"the App exited early; see {self.logfile.name}")
-            try:
-                if urllib.request.urlopen(self.url, timeout=2).status == 200:
-                    self._track()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"the App did not answer on {self.url} within {timeout:.0f} s")
-
-    def stop(self) -> list:
-        """Signal each process group of the App (never our own), escalate, return survivors."""
-        import psutil
-
-        self._track()
-        groups = set()
-        for p in self.known.values():
-            try:
-                groups.add(os.getpgid(p.pid))
-            except (ProcessLookupError, PermissionError):
-                pass
-        groups.discard(os.getpgrp())
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for g in groups:
-                try:
-                    os.killpg(g, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            _, alive = psutil.wait_procs(list(self.known.values()), timeout=10)
-            if not alive:
-                break
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        self.logfile.close()
-        return [p for p in self.known.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-
-
-# ------------------------------------------------------------------------------------------------
 # the browser
 # ------------------------------------------------------------------------------------------------
-
-
-def find_chromium() -> str:
-    for c in (os.environ.get("PREFIQS_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-              shutil.which("chromium"), shutil.which("chromium-browser")):
-        if c and os.access(c, os.X_OK):
-            return c
-    raise SystemExit("no Chromium found (apt-get install chromium, or set PREFIQS_CHROMIUM)")
 
 
 def settle(page, ms: int = 1500) -> None:
@@ -259,7 +96,7 @@ def scroll_panel_to(locator) -> None:
         }""")
 
 
-def take_screenshots(app: App, chromium: str, out: Path, expected_points: int) -> list[Path]:
+def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: int) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -339,6 +176,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     chromium = find_chromium()
+    if chromium is None:
+        raise SystemExit("no Chromium found (apt-get install chromium, or set PREFIQS_CHROMIUM)")
     temp = args.workdir is None
     work = Path(tempfile.mkdtemp(prefix="prefiqs-shots-")) if temp else Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -348,18 +187,21 @@ def main(argv=None) -> int:
     try:
         mongo = PrivateMongo(work / "db")
         log(f"private mongod on {mongo.uri} (dbpath {mongo.dbpath})")
-        configure_env(work, mongo)
+        fiftyone_env(mongo.uri, mongo.dbpath, work / "home", ROOT)
+        os.environ.setdefault("PREFIQS_DATA", str(ROOT / "data"))
         ds = ensure_demo(work / "chips", args.device)
         from fiftyone import ViewField as F
 
         n_chips = len(ds.match(F("kind") == "chip"))
-        app = App(DATASET, work / "app.log")
+        app = AppServer(DATASET, work / "app.log")
         log(f"App on {app.url} (log {work / 'app.log'})")
         take_screenshots(app, chromium, Path(args.out), n_chips)
         status = 0
     except KeyboardInterrupt:
         log("interrupted")
         status = 130
+    except RuntimeError as e:  # mongod or the App would not start
+        log(f"error: {e}")
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:

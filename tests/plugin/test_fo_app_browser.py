@@ -17,39 +17,23 @@ its own process groups, so they are killed by PGID and checked gone.
 Without Chromium (or Playwright) the test fails when ``CI=true`` and otherwise skips, loudly.
 """
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 import fiftyone.operators as foo
 
 from tools.app_ui import fill_compute_form
+from tools.fo_processes import CHROMIUM_ARGS, AppServer, find_chromium
 
-ROOT = Path(__file__).resolve().parents[2]
 P = "@prefiqs/prefiqs/"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 APP_START_S = 90
 COMPUTE_S = 240
-
-
-def _find_chromium():
-    candidates = [os.environ.get("PREFIQS_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-                  shutil.which("chromium"), shutil.which("chromium-browser")]
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
 def _require_browser():
     """Chromium and Playwright, or a loud skip (a failure under CI=true)."""
     missing = []
-    chromium = _find_chromium()
+    chromium = find_chromium()
     if chromium is None:
         missing.append("no Chromium executable (apt-get install chromium, or set PREFIQS_CHROMIUM)")
     try:
@@ -64,12 +48,6 @@ def _require_browser():
     return chromium
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _db_uri():
     """The MongoDB this test process uses, so that the App server reads the very same database
     (fiftyone's shared db service would otherwise attach it to whichever one it finds first)."""
@@ -77,77 +55,6 @@ def _db_uri():
 
     host, port = fodb.get_db_client().address
     return f"mongodb://{host}:{port}"
-
-
-class AppServer:
-    """``fiftyone app launch --remote`` in its own session, and everything it spawns."""
-
-    def __init__(self, dataset_name, log_path):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, FIFTYONE_DATABASE_URI=_db_uri(), FIFTYONE_DO_NOT_TRACK="true")
-        cli = Path(sys.executable).with_name("fiftyone")
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([str(cli), "app", "launch", dataset_name, "--remote", "--port", str(self.port),
-                                      "--address", "127.0.0.1", "--wait", "-1"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.seen = {}  # pid -> psutil.Process, every process of the App ever observed
-
-    def _observe(self):
-        import psutil
-
-        try:
-            procs = [psutil.Process(self.proc.pid)] + psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            procs = []
-        # the server's child may be re-parented once its parent exits; its port gives it away
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = p.info["cmdline"] or []
-            if "--port" in cmd and str(self.port) in cmd and p.pid != os.getpid():
-                procs.append(p)
-        for p in procs:
-            self.seen.setdefault(p.pid, p)
-
-    def wait_ready(self):
-        deadline = time.time() + APP_START_S
-        while time.time() < deadline:
-            self._observe()
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the App exited early: {Path(self.log.name).read_text()[-2000:]}")
-            try:
-                if urllib.request.urlopen(self.url, timeout=2).status == 200:
-                    self._observe()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"the App did not answer on {self.url} within {APP_START_S} s")
-
-    def stop(self):
-        """Kill every process group the App made (never ours), then check nothing survived."""
-        import psutil
-
-        self._observe()
-        own = os.getpgrp()
-        groups = set()
-        for p in self.seen.values():
-            try:
-                groups.add(os.getpgid(p.pid))
-            except ProcessLookupError:
-                pass
-        groups.discard(own)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for g in groups:
-                try:
-                    os.killpg(g, sig)
-                except ProcessLookupError:
-                    pass
-            _, alive = psutil.wait_procs(list(self.seen.values()), timeout=10)
-            if not alive:
-                break
-        self.proc.wait(timeout=10)
-        self.log.close()
-        return [p for p in self.seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +68,8 @@ def app(fo, photos, tmp_path_factory):
     foo.get_operator(P + "compute_prefiqs")(ds, patches_field="faces", detect=True)
     foo.get_operator(P + "compute_prefiqs_visualization")(ds, run_key="prefiqs", seed=3)
     out = tmp_path_factory.mktemp("app_screenshots")
-    server = AppServer(name, out / "app.log")
+    server = AppServer(name, out / "app.log", env=dict(FIFTYONE_DATABASE_URI=_db_uri()), start_timeout=APP_START_S)
     try:
-        server.wait_ready()
         yield dict(ds=ds, server=server, chromium=chromium, out=out)
     finally:
         survivors = server.stop()
