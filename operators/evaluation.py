@@ -19,19 +19,20 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..prefiqs_core.evaluation import CONVENTIONS, edc, pair_quality_from, pauc, plot_edc
-from ..prefiqs_core.pairs import DEFAULT_MAX_IMPOSTORS, make_pairs, pair_similarities
+from ..prefiqs_core.pairs import DEFAULT_MAX_IMPOSTORS, build_templates, make_pairs, pair_similarities
 from . import __version__, runs
 from .progress import Progress, drive
 
 EVAL_METHOD = "prefiqs_evaluation"  # distinct from runs.RUN_METHOD: an evaluation is not a scoring run
 LIMITS = (0.2, 0.3)  # the paper convention: pAUC up to 20 % and 30 % discarded
 PAIR_QUALITY = ("min", "mean", "product")
+TEMPLATE_QUALITY = ("min", "mean", "max")
 
 
 def evaluate_face_quality(samples, identity_field, quality_fields, eval_key="prefiqs_eval",
                           embeddings_field=None, patches_field=None, target_fmr=1e-3, threshold="fixed",
                           pair_quality="min", max_impostors=DEFAULT_MAX_IMPOSTORS, seed=0, plot_path=None,
-                          overwrite=False, progress=None) -> dict:
+                          overwrite=False, template_field=None, template_quality="min", progress=None) -> dict:
     """Evaluates quality fields by their Error-versus-Discard Characteristic (FNM-EDC).
 
     Faces are compared in pairs: all genuine (same identity) pairs and up to ``max_impostors``
@@ -65,17 +66,24 @@ def evaluate_face_quality(samples, identity_field, quality_fields, eval_key="pre
         plot_path (None): where to write the PNG of the curves; ``None``: under
             ``fo.config.default_dataset_dir``; ``False``: no plot
         overwrite (False): replace an existing evaluation ``eval_key``
+        template_field (None): compare templates rather than single faces (IJB-C style): faces with
+            the same identity and the same value of this field (sample or face level, like
+            ``identity_field``) form one template, whose embedding is the normalised mean of its
+            faces' normalised embeddings; faces without a value are skipped
+        template_quality ("min"): a template's quality from its faces': ``"min"`` (CR-FIQA's IJB-C
+            choice: one bad face makes a bad template), ``"mean"`` or ``"max"``
         progress (None): a callable ``progress(fraction, label)``
 
     Returns:
-        a dict: ``eval_key``, ``num_faces``, ``num_identities``, ``num_mated``, ``num_nonmated``,
-        ``plot_path`` and ``pauc`` (one ``{"name", "pauc_20", "pauc_30", "pauc_20_minus_best",
+        a dict: ``eval_key``, ``num_faces``, ``num_identities``, ``num_templates`` (``None``
+        without ``template_field``), ``num_mated``, ``num_nonmated``, ``plot_path`` and ``pauc`` (one ``{"name", "pauc_20", "pauc_30", "pauc_20_minus_best",
         "pauc_30_minus_best"}`` per quality field); the full record is :func:`load_evaluation`
     """
     return drive(iter_evaluate_face_quality(
         samples, identity_field, quality_fields, eval_key=eval_key, embeddings_field=embeddings_field,
         patches_field=patches_field, target_fmr=target_fmr, threshold=threshold, pair_quality=pair_quality,
-        max_impostors=max_impostors, seed=seed, plot_path=plot_path, overwrite=overwrite), progress)
+        max_impostors=max_impostors, seed=seed, plot_path=plot_path, overwrite=overwrite,
+        template_field=template_field, template_quality=template_quality), progress)
 
 
 def list_evaluations(samples) -> list[str]:
@@ -173,10 +181,11 @@ def _resolve_embeddings(ds, embeddings_field, patches_field, first_run):
     return path
 
 
-def _resolve_identity(ds, identity_field, patches_field):
-    """(value path, per_face): where the identity is read, and whether it lives on each face."""
+def _resolve_identity(ds, identity_field, patches_field, what="identity"):
+    """(value path, per_face): where the identity (or template id) is read, and whether it lives on
+    each face."""
     if not isinstance(identity_field, str) or not identity_field:
-        raise ValueError("identity_field is required: the field that says who each face is")
+        raise ValueError(f"{what}_field is required: the field that says who each face is")
     candidates = []
     if patches_field and ".detections." not in identity_field:
         candidates.append((f"{patches_field}.detections.{identity_field}", True))
@@ -188,7 +197,7 @@ def _resolve_identity(ds, identity_field, patches_field):
             if isinstance(field, fo.EmbeddedDocumentField) and issubclass(field.document_type, fo.Classification):
                 path += ".label"
             return path, per_face
-    raise ValueError(f"missing identity field {identity_field!r}: dataset {ds.name!r} has no "
+    raise ValueError(f"missing {what} field {identity_field!r}: dataset {ds.name!r} has no "
                      f"{' or '.join(repr(p) for p, _ in candidates)}")
 
 
@@ -201,44 +210,68 @@ def _default_plot_path(ds, eval_key):
 # gathering faces
 
 
-def _gather(samples, id_path, id_per_face, q_paths, emb_path, patches_field):
-    """One row per face with an identity, an embedding and every quality: (labels, Q, E, skipped)."""
-    cols = [id_path] + q_paths + [emb_path]
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _gather(samples, id_path, id_per_face, q_paths, emb_path, patches_field, t_path=None, t_per_face=False):
+    """One row per face with an identity, an embedding, every quality and (when ``t_path`` is
+    given) a template id: (labels, Q, E, template ids or None, skipped)."""
+    cols = [id_path] + q_paths + [emb_path] + ([t_path] if t_path else [])
     values = samples.values(cols)
-    ident, quals, embs = values[0], values[1:-1], values[-1]
+    ident, quals, embs = values[0], values[1:1 + len(q_paths)], values[1 + len(q_paths)]
+    templ = values[-1] if t_path else [None] * len(embs)
+
+    def per_face(column, s, n, on_face):
+        # per-face lists; a sample-level value is repeated for each face of its sample
+        v = column[s] if on_face else [column[s]] * n
+        return v if v else [None] * n
+
     if patches_field:
-        # per-face lists; a sample-level identity is repeated for each face of its sample
         rows = []
         for s in range(len(embs)):
             n = len(embs[s] or [])
-            ids = ident[s] if id_per_face else [ident[s]] * n
-            rows += [(ids[f] if ids else None, [q[s][f] if q[s] else None for q in quals], embs[s][f])
-                     for f in range(n)]
+            ids, tids = per_face(ident, s, n, id_per_face), per_face(templ, s, n, t_per_face)
+            rows += [(ids[f], [q[s][f] if q[s] else None for q in quals], embs[s][f], tids[f]) for f in range(n)]
     else:
-        rows = [(ident[s], [q[s] for q in quals], embs[s]) for s in range(len(embs))]
-    labels, qs, es, skipped = [], [], [], dict(no_identity=0, no_quality=0, no_embedding=0)
-    for lab, q, e in rows:
-        if lab is None or (isinstance(lab, float) and math.isnan(lab)):
+        rows = [(ident[s], [q[s] for q in quals], embs[s], templ[s]) for s in range(len(embs))]
+    labels, qs, es, ts = [], [], [], []
+    skipped = dict(no_identity=0, no_quality=0, no_embedding=0, **({"no_template": 0} if t_path else {}))
+    for lab, q, e, t in rows:
+        if _missing(lab):
             skipped["no_identity"] += 1
         elif any(v is None or not math.isfinite(v) for v in q):
             skipped["no_quality"] += 1
         elif e is None or not np.isfinite(np.asarray(e, float)).all() or not np.any(e):
             skipped["no_embedding"] += 1
+        elif t_path and _missing(t):
+            skipped["no_template"] += 1
         else:
             labels.append(lab)
             qs.append(q)
             es.append(np.asarray(e, np.float64))
+            ts.append(t)
     q_arr = np.asarray(qs, np.float64).reshape(len(qs), len(q_paths))
     e_arr = np.stack(es) if es else np.zeros((0, 1))
-    return labels, q_arr, e_arr, skipped
+    return labels, q_arr, e_arr, (ts if t_path else None), skipped
+
+
+def _to_templates(labels, q, e, template_ids, how):
+    """Faces → templates: (template labels, template qualities (T, K), template embeddings)."""
+    t = build_templates(e, labels, template_ids, quality=None)
+    tq = np.stack([t.reduce_quality(q[:, k], how) for k in range(q.shape[1])], axis=1) if q.shape[1] else \
+        np.zeros((len(t.keys), 0))
+    return t.labels, tq, t.embeddings
 
 
 # ------------------------------------------------------------------------------------------------
 # the computation
 
 
-def _check_params(eval_key, threshold, pair_quality, target_fmr, max_impostors):
+def _check_params(eval_key, threshold, pair_quality, target_fmr, max_impostors, template_quality="min"):
     runs.check_run_key(eval_key)
+    if template_quality not in TEMPLATE_QUALITY:
+        raise ValueError(f"template_quality must be one of {TEMPLATE_QUALITY}, got {template_quality!r}")
     if threshold not in CONVENTIONS:
         raise ValueError(f"threshold must be one of {CONVENTIONS}, got {threshold!r}")
     if pair_quality not in PAIR_QUALITY:
@@ -276,9 +309,9 @@ def _method_entry(name, path, curve) -> tuple[dict, dict]:
 def iter_evaluate_face_quality(samples, identity_field, quality_fields, eval_key="prefiqs_eval",
                                embeddings_field=None, patches_field=None, target_fmr=1e-3, threshold="fixed",
                                pair_quality="min", max_impostors=DEFAULT_MAX_IMPOSTORS, seed=0, plot_path=None,
-                               overwrite=False):
+                               overwrite=False, template_field=None, template_quality="min"):
     """:func:`evaluate_face_quality` as a generator of :class:`Progress`; returns its result."""
-    _check_params(eval_key, threshold, pair_quality, target_fmr, max_impostors)
+    _check_params(eval_key, threshold, pair_quality, target_fmr, max_impostors, template_quality)
     if samples._is_patches or samples._is_frames or samples._is_clips:
         raise ValueError("pass the dataset or a view of its samples; name face patches with patches_field")
     ds = samples._dataset
@@ -306,17 +339,24 @@ def iter_evaluate_face_quality(samples, identity_field, quality_fields, eval_key
     if _patches_of(emb_path) != pf:
         raise ValueError(f"embeddings field {emb_path!r} does not describe the same faces as {q_paths[0]!r}")
     id_path, id_per_face = _resolve_identity(ds, identity_field, pf)
+    t_path, t_per_face = _resolve_identity(ds, template_field, pf, "template") if template_field else (None, False)
 
     yield Progress(0.05, "reading identities, qualities and embeddings")
-    labels, q, e, skipped = _gather(samples, id_path, id_per_face, q_paths, emb_path, pf)
+    labels, q, e, tids, skipped = _gather(samples, id_path, id_per_face, q_paths, emb_path, pf, t_path, t_per_face)
+    n_faces = len(labels)
     n_ids = len(set(labels))
     if n_ids < 2:
         raise ValueError(f"fewer than 2 identities among the {len(labels)} usable faces ({n_ids} found in "
                          f"{identity_field!r}): impostor pairs need two identities")
+    n_templates = None
+    if t_path:  # from here on the compared units are templates
+        labels, q, e = _to_templates(labels, q, e, tids, template_quality)
+        n_templates = len(labels)
+    unit = "templates" if t_path else "faces"
     pairs = make_pairs(labels, max_impostors=int(max_impostors), seed=int(seed))
     if pairs.n_mated == 0:
         raise ValueError(f"no genuine pairs: none of the {n_ids} identities in {identity_field!r} has two "
-                         "usable faces")
+                         f"usable {unit}")
     yield Progress(0.3, f"{pairs.n_mated} genuine and {pairs.n_nonmated} impostor pairs")
     sims = pair_similarities(e, pairs)
 
@@ -338,9 +378,11 @@ def iter_evaluate_face_quality(samples, identity_field, quality_fields, eval_key
                   quality_fields=quality_fields, quality_paths=q_paths, embeddings_field=emb_path,
                   patches_field=pf, target_fmr=float(target_fmr), threshold=threshold, pair_quality=pair_quality,
                   max_impostors=int(max_impostors), seed=int(seed), limits=list(LIMITS), similarity="cosine",
+                  template_field=template_field, template_path=t_path,
+                  template_quality=template_quality if t_path else None,
                   # the App panel shows an evaluation beside the PreFIQs run it names here
                   quality_run=resolved[0][1])
-    results = dict(num_faces=len(labels), num_identities=n_ids, num_mated=pairs.n_mated,
+    results = dict(num_faces=n_faces, num_identities=n_ids, num_templates=n_templates, num_mated=pairs.n_mated,
                    num_nonmated=pairs.n_nonmated, num_impostors_total=pairs.n_impostors_total, skipped=skipped,
                    similarity_threshold=first.threshold, achieved_fmr=float(first.fmr[0]),
                    notes=list(pairs.notes) + list(first.notes), plot_path=str(plot_path) if plot_path else None,
@@ -349,7 +391,8 @@ def iter_evaluate_face_quality(samples, identity_field, quality_fields, eval_key
     samples.register_run(eval_key, cfg, overwrite=True)
     ds.save_run_results(eval_key, ds.init_run_results(eval_key, **results), overwrite=True, cache=False)
     yield Progress(1.0, f"evaluation {eval_key} stored")
-    return dict(eval_key=eval_key, num_faces=len(labels), num_identities=n_ids, num_mated=pairs.n_mated,
+    return dict(eval_key=eval_key, num_faces=n_faces, num_identities=n_ids, num_templates=n_templates,
+                num_mated=pairs.n_mated,
                 num_nonmated=pairs.n_nonmated, plot_path=results["plot_path"],
                 # a list, not a dict keyed by field: field paths contain dots, which Mongo keys may not
                 pauc=[{k: m[k] for k in m if k == "name" or k.startswith("pauc_")} for m in methods])
@@ -423,6 +466,13 @@ class EvaluateFaceQuality(foo.Operator):
                     view=types.DropdownView())
         inputs.enum("pair_quality", list(PAIR_QUALITY), default="min", label="Pair quality",
                     view=types.DropdownView())
+        inputs.str("template_field", required=False, label="Template field (optional)",
+                   description="Compare templates (faces of one identity sharing this field's value, IJB-C "
+                               "style) instead of single faces", view=_suggest(_identity_candidates(ds)))
+        if p.get("template_field"):
+            inputs.enum("template_quality", list(TEMPLATE_QUALITY), default="min", label="Template quality",
+                        description="of its faces' qualities: min (one bad face makes a bad template), mean, max",
+                        view=types.DropdownView())
         inputs.int("max_impostors", default=DEFAULT_MAX_IMPOSTORS, label="Max impostor pairs")
         inputs.int("seed", default=0, label="Impostor sampling seed")
         inputs.bool("write_plot", default=True, label="Write a PNG of the curves")
@@ -442,13 +492,15 @@ class EvaluateFaceQuality(foo.Operator):
             threshold=p.get("threshold") or "fixed", pair_quality=p.get("pair_quality") or "min",
             max_impostors=p.get("max_impostors", DEFAULT_MAX_IMPOSTORS), seed=p.get("seed", 0),
             plot_path=(p.get("plot_path") or None) if p.get("write_plot", True) else False,
-            overwrite=p.get("overwrite", False))
+            overwrite=p.get("overwrite", False), template_field=p.get("template_field") or None,
+            template_quality=p.get("template_quality") or "min")
         return _run_progress(ctx, gen, lambda r: f"evaluation {r['eval_key']}: {r['num_mated']} genuine, "
                                                  f"{r['num_nonmated']} impostor pairs; plot {r['plot_path']}")
 
     def __call__(self, sample_collection, identity_field, quality_fields, eval_key="prefiqs_eval",
                  embeddings_field=None, patches_field=None, target_fmr=1e-3, threshold="fixed", pair_quality="min",
-                 max_impostors=DEFAULT_MAX_IMPOSTORS, seed=0, plot_path=None, overwrite=False, delegate=False):
+                 max_impostors=DEFAULT_MAX_IMPOSTORS, seed=0, plot_path=None, overwrite=False, template_field=None,
+                 template_quality="min", delegate=False):
         """See :func:`evaluate_face_quality`. Returns :func:`load_evaluation` of the stored run (or,
         when delegated, the ``ExecutionResult`` of the queued operation)."""
         from .plugin_ops import _execute
@@ -460,7 +512,8 @@ class EvaluateFaceQuality(foo.Operator):
             eval_key=eval_key, embeddings_field=embeddings_field, patches_field=patches_field,
             target_fmr=float(target_fmr), threshold=threshold, pair_quality=pair_quality,
             max_impostors=int(max_impostors), seed=int(seed), write_plot=write_plot,
-            plot_path=str(plot_path) if write_plot and plot_path else None, overwrite=overwrite, delegate=delegate)
+            plot_path=str(plot_path) if write_plot and plot_path else None, overwrite=overwrite,
+            template_field=template_field, template_quality=template_quality, delegate=delegate)
         result = _execute(self.uri, sample_collection, {k: v for k, v in params.items() if v is not None}, delegate)
         result.raise_exceptions()
         if delegate:

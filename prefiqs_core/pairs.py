@@ -341,6 +341,16 @@ class Templates:
     quality: np.ndarray  # (T,) min quality over the members
     labels: list  # (T,) identity of each template: feed to make_pairs for template comparisons
     members: list[np.ndarray]  # face indices of each template
+    face_rows: np.ndarray = None  # (N,) the template row of each face, -1 for a skipped face
+
+    def reduce_quality(self, quality, how: str = "min") -> np.ndarray:
+        """Per template, ``how`` (min, mean, max) of its faces' ``quality`` (an ``(N,)`` array over
+        all faces, skipped ones included)."""
+        q = np.asarray(quality, dtype=np.float64)
+        if q.shape != self.face_rows.shape:
+            raise ValueError(f"quality must have shape {self.face_rows.shape}, got {q.shape}")
+        kept = self.face_rows >= 0
+        return _reduce_by_row(self.face_rows[kept], q[kept], len(self.keys), how)
 
 
 def build_templates(embeddings, labels: Sequence[Hashable], template_ids: Sequence[Hashable],
@@ -371,5 +381,7 @@ def build_templates(embeddings, labels: Sequence[Hashable], template_ids: Sequen
     m = None if media_ids is None else np.asarray(media_ids)[keep]
     ts = aggregate_templates(e[keep], np.asarray(codes, dtype=np.int64), m,
                              quality=None if q is None else q[keep], quality_reduce=quality_reduce)
+    face_rows = np.full(n, -1, np.int64)
+    face_rows[keep] = ts.face_rows
     return Templates(keys, ts.embeddings, ts.quality, [k[0] for k in keys],
-                     [keep[mem] for mem in ts.members])
+                     [keep[mem] for mem in ts.members], face_rows)

@@ -268,6 +268,11 @@ def test_ijb_template_feature_is_media_mean_then_sum():
     bt = build_templates(e, ["a"] * 5, tids, q, media_ids=mids)
     np.testing.assert_allclose(bt.embeddings, t.embeddings)
     assert bt.keys == [("a", 7), ("a", 9)]
+    # faces without an identity take no part; the per-template reduction skips them too
+    bt2 = build_templates(e, ["a", "a", None, "b", "a"], tids, q)
+    assert bt2.keys == [("a", 7), ("b", 9)] and bt2.face_rows.tolist() == [0, 0, -1, 1, 0]
+    assert bt2.reduce_quality(q, "max").tolist() == [0.7, 0.4]
+    np.testing.assert_allclose(bt2.reduce_quality(q, "mean"), [(0.5 + 0.2 + 0.7) / 3, 0.4])
 
 
 def test_template_pair_similarities_mark_missing_templates():

@@ -114,6 +114,9 @@ def test_form_renders_with_no_params(faces_ds, ev):
     props = form.type.properties
     assert {"identity_field", "quality_fields", "eval_key", "threshold", "delegate"} <= set(props)
     assert props["quality_fields"].default == ["prefiqs"]  # the first PreFIQs run
+    assert "template_field" in props and "template_quality" not in props  # asked only once it matters
+    ctx = ExecutionContext(request_params=dict(dataset_name=faces_ds.name, params=dict(template_field="name")))
+    assert foo.get_operator(URI).resolve_input(ctx).type.properties["template_quality"].default == "min"
 
 
 def test_sdk_call_on_a_view_per_level_and_string_identity(faces_ds, ev, tmp_path):
@@ -159,6 +162,51 @@ def test_patch_level_run_with_identity_on_each_face(faces_ds, ev, fo, tmp_path):
     rec2 = foo.get_operator(URI)(faces_ds, "person", ["pq"], eval_key="ev_patches2", plot_path=False)
     assert rec2["config"]["identity_path"] == "person.label" and rec2["num_faces"] == len(view)
     assert rec2["curves"]["pq"]["fnmr"] == rec["curves"]["pq"]["fnmr"]
+
+
+def test_templates_compare_template_features_rated_by_their_worst_face(faces_ds, ev, tmp_path):
+    """IJB-style: each face's clean chip is one template, its two degraded copies another; the stored
+    curve is the one prefiqs_core computes from the template features and min qualities."""
+    from prefiqs_core.evaluation import edc, pair_quality_from
+    from prefiqs_core.pairs import build_templates, make_pairs, pair_similarities
+
+    tmpl = [f"{p.split('/')[-1][:2]}-{'A' if v == 'clean' else 'B'}"
+            for p, v in zip(*faces_ds.values(["filepath", "variant"]))]
+    tmpl[-1] = None  # a face without a template is skipped, and counted
+    faces_ds.set_values("tmpl", tmpl)
+    try:
+        rec = foo.get_operator(URI)(faces_ds, "person", "prefiqs", eval_key="ev_tmpl", template_field="tmpl",
+                                    template_quality="min", plot_path=False)
+        labels, quality, dense, t = faces_ds.values(["person.label", "prefiqs_quality", "prefiqs_dense", "tmpl"])
+        keep = [i for i, x in enumerate(t) if x is not None]
+        tt = build_templates(np.stack([dense[i] for i in keep]), [labels[i] for i in keep], [t[i] for i in keep])
+        tq = tt.reduce_quality(np.asarray([quality[i] for i in keep]), "min")
+        pairs = make_pairs(tt.labels, seed=0)
+        curve = edc(pair_similarities(tt.embeddings, pairs), pairs.mated,
+                    pair_quality_from(tq[pairs.a], tq[pairs.b], "min"), 1e-3, "fixed")
+        assert rec["num_faces"] == len(faces_ds) - 1 and rec["skipped"]["no_template"] == 1
+        assert rec["num_templates"] == len(tt.keys) == len(set(tmpl) - {None})
+        assert rec["num_mated"] == pairs.n_mated > len(set(labels))  # every identity has an A and a B
+        assert rec["config"]["template_path"] == "tmpl" and rec["config"]["template_quality"] == "min"
+        np.testing.assert_allclose(rec["curves"]["prefiqs"]["fnmr"], curve.fnmr)
+        # template quality "mean" is another curve over the same pairs
+        rec_mean = foo.get_operator(URI)(faces_ds, "person", "prefiqs", eval_key="ev_tmpl", template_field="tmpl",
+                                         template_quality="mean", plot_path=False, overwrite=True)
+        assert rec_mean["num_mated"] == rec["num_mated"]
+        assert rec_mean["curves"]["prefiqs"]["discard_fractions"] != rec["curves"]["prefiqs"]["discard_fractions"]
+        with pytest.raises(Exception, match="template_quality"):  # the form's enum or the API's check
+            foo.get_operator(URI)(faces_ds, "person", "prefiqs", eval_key="ev_tmpl2", template_field="tmpl",
+                                  template_quality="median", plot_path=False)
+        with pytest.raises(ValueError, match=r"template_quality must be one of \('min', 'mean', 'max'\)"):
+            ev.evaluate_face_quality(faces_ds, "person", "prefiqs", eval_key="ev_tmpl2", template_field="tmpl",
+                                     template_quality="median", plot_path=False)
+        with pytest.raises(Exception, match="missing template field 'nope'"):
+            foo.get_operator(URI)(faces_ds, "person", "prefiqs", eval_key="ev_tmpl2", template_field="nope",
+                                  plot_path=False)
+    finally:
+        faces_ds.delete_sample_field("tmpl")
+        if "ev_tmpl" in faces_ds.list_runs():
+            ev.delete_evaluation(faces_ds, "ev_tmpl")
 
 
 @pytest.mark.parametrize("params, view, message", [
