@@ -83,11 +83,21 @@ def build_methods(backbone, quick: bool) -> dict:
 
 
 @torch.inference_mode()
-def embed(backbone, chips, batch=64) -> np.ndarray:
-    """L2-normalised dense embeddings: what the verification similarities are computed from."""
-    out = [F.normalize(backbone.net(backbone.prepare(chips[i:i + batch], backbone.device)).float(), dim=1)
-           for i in range(0, len(chips), batch)]
-    return torch.cat(out).cpu().numpy().astype(np.float64)
+def embed(backbone, chips, batch=64, flip=False) -> np.ndarray:
+    """L2-normalised dense embeddings: what the verification similarities are computed from.
+
+    ``flip``: each chip's embedding and its mirror image's, each normalised, concatenated (as
+    CR-FIQA's feature extraction does for its benchmark tables)."""
+    def run(x):
+        out = [F.normalize(backbone.net(backbone.prepare(x[i:i + batch], backbone.device)).float(), dim=1)
+               for i in range(0, len(x), batch)]
+        return torch.cat(out).cpu().numpy().astype(np.float64)
+
+    e = run(chips)
+    if not flip:
+        return e
+    # two unit halves: dividing by √2 keeps the whole a unit vector, so dot products stay cosines
+    return np.concatenate([e, run(np.ascontiguousarray(chips[:, :, ::-1]))], axis=1) / np.sqrt(2)
 
 
 def score_all(methods, chips, log) -> dict:
@@ -460,7 +470,7 @@ def bin_benchmark(path, backbone, methods, args, log) -> dict:
     log(f"{vb.name}: {len(vb)} pairs, {len(vb.images)} images")
     chips = to_backbone_chips(vb.images, backbone)
     scores = score_all(methods, chips, log)
-    emb = embed(backbone, chips)
+    emb = embed(backbone, chips, flip=args.flip)
     a, b = vb.pair_indices()
     sims = np.einsum("ij,ij->i", emb[a], emb[b])
     block = edc_block(sims, vb.issame, pair_qualities(scores, a, b), args.fmr)
@@ -480,7 +490,7 @@ def folder_benchmark(root, backbone, methods, args, log) -> dict:
     labels = [labels[i] for i in keep]
     chips = np.stack(chips)
     scores = score_all(methods, chips, log)
-    emb = embed(backbone, chips)
+    emb = embed(backbone, chips, flip=args.flip)
     pairs = make_pairs(labels, max_impostors=args.max_impostors, seed=0)
     if pairs.n_mated == 0 or pairs.n_nonmated == 0:
         raise SystemExit(f"{root}: {' '.join(pairs.notes)}")
@@ -515,7 +525,7 @@ def ijb_benchmark(root, backbone, methods, args, log) -> dict:
         if not chunk:
             return
         c = np.stack(chunk)
-        e = embed(backbone, c)
+        e = embed(backbone, c, flip=args.flip)
         if emb is None:
             emb = np.zeros((len(proto), e.shape[1]))
         emb[where] = e
@@ -562,7 +572,7 @@ def ijb_benchmark(root, backbone, methods, args, log) -> dict:
     return dict(name=proto.name.split(" ")[0], block=block, pairs=desc)
 
 
-def paper_table(results, backbone) -> list[str]:
+def paper_table(results, backbone, flip=False) -> list[str]:
     names = list(results[0]["block"]["methods"])
     out = []
     for conv, what in (("per_level", "threshold re-set at each discard level (CR-FIQA erc.py, as the papers)"),
@@ -581,8 +591,10 @@ def paper_table(results, backbone) -> list[str]:
         e0 = next(iter(b["methods"].values()))["fixed"].fnmr[0]
         notes.append(f"- {r['name']}: {r['pairs']}; FMR {b['fmr']:.3g}, FNMR with nothing discarded {e0:.4f}"
                      + (f" ({b['note']})" if b["note"] else ""))
-    out.append("Lower is better; pair quality = min of the two faces; similarity = cosine of the dense "
-               "embeddings.\n" + "\n".join(notes))
+    out.append("Lower is better; pair quality = min of the two faces (of the two templates for IJB); "
+               "similarity = cosine of the dense embeddings"
+               + (" (each concatenated with its mirror image's, as CR-FIQA)" if flip else "") + ".\n"
+               + "\n".join(notes))
     return out
 
 
@@ -617,6 +629,8 @@ def parse_args(argv=None):
     ap.add_argument("--max-pairs", type=int, help="read only the first pairs of each .bin; a seeded sample of "
                                                   "this many IJB template pairs (and only their faces)")
     ap.add_argument("--max-impostors", type=int, default=100_000)
+    ap.add_argument("--flip", action="store_true", help="benchmarks: compare embeddings concatenated with their "
+                                                        "mirror image's (CR-FIQA's protocol)")
     ap.add_argument("--fmr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=None, help="speed batch (default 32, quick 8)")
     ap.add_argument("--reps", type=int, default=None, help="speed repetitions (default 5, quick 1)")
@@ -648,7 +662,7 @@ def main(argv=None):
         results = [bin_benchmark(p, backbone, methods, args, log) for p in args.bin]
         results += [folder_benchmark(p, backbone, methods, args, log) for p in args.identity_folder]
         results += [ijb_benchmark(p, backbone, methods, args, log) for p in args.ijb]
-        sections += paper_table(results, backbone)
+        sections += paper_table(results, backbone, args.flip)
         for r in results:
             sections += [f"EDC plots: {', '.join(p)}"] if (p := write_plots(r["block"], out, r["name"], r["name"])) else []
     if not external or args.builtin:

@@ -54,3 +54,20 @@ def test_quick_run_prints_every_table(tmp_path, real_chips, run_evaluate):
     assert (out / "evaluate.md").read_text().strip() == text.strip()
     for name in ("tiny_fixed.png", "tiny_per_level.png", "real_faces_fixed.png", "real_faces_per_level.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_flip_embedding_is_a_unit_vector_of_both_views(dlib_backbone, real_chips):
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from evaluate import embed
+
+    chips = real_chips[:5]
+    both = embed(dlib_backbone, chips, flip=True)
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-6)
+    d = both.shape[1] // 2
+    np.testing.assert_allclose(both[:, :d] * np.sqrt(2), embed(dlib_backbone, chips), atol=1e-6)
+    np.testing.assert_allclose(both[:, d:] * np.sqrt(2), embed(dlib_backbone, chips[:, :, ::-1].copy()), atol=1e-6)

@@ -316,6 +316,7 @@ def test_evaluate_prints_the_ijb_table(tmp_path, crops, run_evaluate):
     assert (out / "IJBC_fixed.png").stat().st_size > 0 and (out / "IJBC_per_level.png").stat().st_size > 0
 
     text = run_evaluate("--quick", "--ijb", root / "IJBC", "--max-pairs", 12, "--ijb-max-templates", 15,
-                        "--template-quality", "mean")
+                        "--template-quality", "mean", "--flip")
     assert "template quality = mean of its faces" in text
+    assert "(each concatenated with its mirror image's, as CR-FIQA)" in text
     assert "a seeded sample (15 templates, 12 pairs) of the protocol's 47 pairs" in text
