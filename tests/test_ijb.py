@@ -303,12 +303,14 @@ def test_evaluate_prints_the_ijb_table(tmp_path, crops, run_evaluate):
     root = tmp_path / "IJB_release"
     write_release(root / "IJBC", crops)
     (root / "IJBC" / "loose_crop" / "3.jpg").write_bytes(b"not a jpeg")  # one face of a two-face template
+    (root / "IJBC" / "loose_crop" / "1.jpg").unlink()  # the only face of a template: its 9 pairs go
     out = tmp_path / "out"
     text = run_evaluate("--quick", "--ijb", root, "--out", out)
     assert "### pAUC per benchmark, per_level" in text and "| IJBC @20% | IJBC @30% |" in text
-    assert "11 genuine / 36 impostor template pairs of 19 templates (26 faces; template quality = min" in text
-    assert "1 unreadable face images skipped (first: 3.jpg" in text
-    assert "FMR 0.001 is unreachable with 36 impostor pairs" in text
+    assert "10 genuine / 28 impostor template pairs of 18 templates (25 faces; template quality = min" in text
+    assert "2 unreadable face images skipped (first: 1.jpg" in text
+    assert "9 pairs dropped: a template had no readable face" in text
+    assert "FMR 0.001 is unreachable with 28 impostor pairs" in text
     for method in ("PreFIQs (default", "EmbeddingNorm", "Sharpness", "Random"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {method}"))
         cells = [c.strip() for c in row.strip("|").split("|")[1:]]
