@@ -259,8 +259,7 @@ def _gather(samples, id_path, id_per_face, q_paths, emb_path, patches_field, t_p
 def _to_templates(labels, q, e, template_ids, how):
     """Faces → templates: (template labels, template qualities (T, K), template embeddings)."""
     t = build_templates(e, labels, template_ids, quality=None)
-    tq = np.stack([t.reduce_quality(q[:, k], how) for k in range(q.shape[1])], axis=1) if q.shape[1] else \
-        np.zeros((len(t.keys), 0))
+    tq = np.stack([t.reduce_quality(q[:, k], how) for k in range(q.shape[1])], axis=1)
     return t.labels, tq, t.embeddings
 
 

@@ -91,23 +91,25 @@ class IJBProtocol:
                        pair_label=self.pair_label[keep])
 
 
-def find_release(root) -> tuple[Path, str]:
+def find_release(root, target: str | None = None) -> tuple[Path, str]:
     """The folder holding ``meta/`` and the target name, from ``root`` = that folder (e.g.
-    ``IJB_release/IJBC``) or its parent (``IJB_release``, IJB-C preferred when both are there)."""
+    ``IJB_release/IJBC``) or its parent (``IJB_release``). ``target`` (``"IJBC"``, ``"IJB-B"``…)
+    picks one; by default IJB-C when both are there."""
     root = Path(root)
     if not root.is_dir():
         raise IJBFormatError(f"{root} is not a directory")
-    candidates = [root] + [root / t for t in TARGETS]
-    for folder in candidates:
-        meta = folder / "meta"
-        found = sorted(meta.glob("*_face_tid_mid.txt")) if meta.is_dir() else []
-        for f in found:
-            target = f.name[: -len("_face_tid_mid.txt")].upper()
-            if target in TARGETS:
-                return folder, target
+    if target is not None:
+        target = target.upper().replace("-", "")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    for t in (target,) if target else TARGETS:
+        for folder in (root, root / t):
+            if (folder / "meta" / f"{t.lower()}_face_tid_mid.txt").is_file():
+                return folder, t
+    want = target or "IJB"
     raise IJBFormatError(
-        f"no IJB release under {root}: expected meta/ijbc_face_tid_mid.txt (or ijbb_) in {root} or in "
-        f"{root / 'IJBC'}; the layout is IJBC/{{loose_crop,meta}} as in insightface's IJB_release")
+        f"no {want} release under {root}: expected meta/{(target or 'IJBC').lower()}_face_tid_mid.txt in {root} "
+        f"or in {root / (target or 'IJBC')}; the layout is IJBC/{{loose_crop,meta}} as in insightface's IJB_release")
 
 
 def _lines(path: Path) -> list[str]:
@@ -196,16 +198,7 @@ def read_ijb(root, target: str | None = None) -> IJBProtocol:
     missing or broken one becomes an error row when the faces are decoded. Raises
     :class:`IJBFormatError` (a ``ValueError``) with the file and line on malformed input.
     """
-    if target is not None:
-        target = target.upper().replace("-", "")
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-        root = Path(root)
-        folder = root if (root / "meta" / f"{target.lower()}_face_tid_mid.txt").exists() else root / target
-        if not (folder / "meta").is_dir():
-            raise IJBFormatError(f"no {target} release under {root} (expected {folder / 'meta'})")
-    else:
-        folder, target = find_release(root)
+    folder, target = find_release(root, target)
     meta = folder / "meta"
     names, lm, score, tids, mids = _read_faces(meta, target)
     t1, t2, label = _read_pairs(meta / f"{target.lower()}_template_pair_label.txt")

@@ -51,6 +51,16 @@ def test_reads_the_release_from_either_folder(release, crops):
     assert find_release(root) == (root / "IJBC", "IJBC")
 
 
+def test_ijbb_and_ijbc_side_by_side(tmp_path, crops):
+    write_release(tmp_path / "IJBC", crops[:4])
+    write_release(tmp_path / "IJBB", crops, prefix="ijbb")
+    assert read_ijb(tmp_path).name == "IJBC" and len(read_ijb(tmp_path)) < len(read_ijb(tmp_path, "IJB-B"))
+    assert find_release(tmp_path, "ijbb") == (tmp_path / "IJBB", "IJBB")
+    assert find_release(tmp_path / "IJBB") == (tmp_path / "IJBB", "IJBB")
+    with pytest.raises(ValueError, match="target must be one of"):
+        read_ijb(tmp_path, "IJB-A")
+
+
 def test_subset_keeps_only_the_faces_its_pairs_need(release):
     p = read_ijb(release[0])
     s = p.subset(5, seed=3)
