@@ -18,7 +18,7 @@ Without --bin / --identity-folder / --ijb it runs the built-in sections:
     python benchmarks/evaluate.py --plugin --out out/eval
     python benchmarks/evaluate.py --bin lfw.bin --bin agedb_30.bin     # paper-style table
     python benchmarks/evaluate.py --identity-folder ~/fiftyone/lfw     # <split>/<identity>/<image>
-    python benchmarks/evaluate.py --ijb IJB_release/IJBC --max-pairs 200000   # IJB-C 1:1, templates
+    python benchmarks/evaluate.py --ijb IJB_release --ijb-max-templates 5000   # IJB-C 1:1, templates
 """
 from __future__ import annotations
 
