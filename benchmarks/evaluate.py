@@ -48,7 +48,7 @@ from prefiqs_core.degrade import degraded_set  # noqa: E402
 from prefiqs_core.demo import collect_demo_chips  # noqa: E402
 from prefiqs_core.evaluation import edc, pair_quality_from, pauc, plot_edc  # noqa: E402
 from prefiqs_core.ijb import read_ijb  # noqa: E402
-from prefiqs_core.pairs import aggregate_templates, make_pairs, template_pair_similarities  # noqa: E402
+from prefiqs_core.pairs import TEMPLATE_QUALITY, aggregate_templates, make_pairs  # noqa: E402
 from prefiqs_core.pipeline import ChipDataset, iter_images  # noqa: E402
 from prefiqs_core.pruning import PruneSpec  # noqa: E402
 from speed import jittered, timed_pair  # noqa: E402
@@ -551,15 +551,15 @@ def ijb_benchmark(root, backbone, methods, args, log) -> dict:
     kept = np.flatnonzero(ok)
     weights = proto.face_scores[kept] if args.ijb_detector_weights else None
     templates = aggregate_templates(emb[kept], proto.template_ids[kept], proto.media_ids[kept], weights)
-    sims, usable = template_pair_similarities(templates, proto.pair_t1, proto.pair_t2)
+    r1, r2, usable = templates.pair_rows(proto.pair_t1, proto.pair_t2)
+    r1, r2 = r1[usable], r2[usable]
+    sims = templates.similarities(r1, r2)
     mated = proto.pair_label[usable]
-    r1, _ = templates.rows(proto.pair_t1[usable])
-    r2, _ = templates.rows(proto.pair_t2[usable])
     qualities = {}
     for n, q in scores.items():
         tq = templates.reduce_quality(q[kept], args.template_quality)
         qualities[n] = pair_quality_from(tq[r1], tq[r2], "min")
-    block = edc_block(sims[usable], mated, qualities, args.fmr)
+    block = edc_block(sims, mated, qualities, args.fmr)
     desc = (f"{int(mated.sum())} genuine / {int((~mated).sum())} impostor template pairs of {len(templates.ids)} "
             f"templates ({len(kept)} faces; template quality = {args.template_quality} of its faces"
             + (", features weighted by detector score" if args.ijb_detector_weights else "") + ")")
@@ -615,7 +615,7 @@ def parse_args(argv=None):
     ap.add_argument("--ijb", action="append", default=[],
                     help="IJB-C (or IJB-B) release in insightface's layout: the IJBC folder holding meta/ and "
                          "loose_crop/, or IJB_release above it (repeatable)")
-    ap.add_argument("--template-quality", choices=("min", "mean", "max"), default="min",
+    ap.add_argument("--template-quality", choices=TEMPLATE_QUALITY, default="min",
                     help="IJB template quality from its faces' (default min, as CR-FIQA)")
     ap.add_argument("--ijb-max-templates", type=int,
                     help="a seeded sample of this many IJB templates and the pairs among them (decodes only "

@@ -19,14 +19,14 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..prefiqs_core.evaluation import CONVENTIONS, edc, pair_quality_from, pauc, plot_edc
-from ..prefiqs_core.pairs import DEFAULT_MAX_IMPOSTORS, build_templates, make_pairs, pair_similarities
+from ..prefiqs_core.pairs import (DEFAULT_MAX_IMPOSTORS, TEMPLATE_QUALITY, build_templates, make_pairs,
+                                  pair_similarities)
 from . import __version__, runs
 from .progress import Progress, drive
 
 EVAL_METHOD = "prefiqs_evaluation"  # distinct from runs.RUN_METHOD: an evaluation is not a scoring run
 LIMITS = (0.2, 0.3)  # the paper convention: pAUC up to 20 % and 30 % discarded
 PAIR_QUALITY = ("min", "mean", "product")
-TEMPLATE_QUALITY = ("min", "mean", "max")
 
 
 def evaluate_face_quality(samples, identity_field, quality_fields, eval_key="prefiqs_eval",

@@ -193,6 +193,8 @@ def pair_similarities(embeddings, pairs: Pairs) -> np.ndarray:
 
 
 QUALITY_REDUCERS = {"min": np.minimum, "max": np.maximum}
+TEMPLATE_QUALITY = ("min", "mean", "max")  # how a template's quality comes from its faces'
+PAIR_BLOCK = 4096  # template pairs whose features are gathered at once
 
 
 @dataclass
@@ -209,6 +211,23 @@ class TemplateSet:
         """Per template, ``how`` (min, mean, max) of its faces' ``quality`` (an ``(N,)`` array):
         other quality measures over the same templates without aggregating the features again."""
         return _reduce_by_row(self.face_rows, quality, len(self.ids), how)
+
+    def pair_rows(self, t1, t2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of the two templates of each pair ``(t1[k], t2[k])`` and a mask of the pairs whose two
+        templates both exist here."""
+        r1, ok1 = self.rows(t1)
+        r2, ok2 = self.rows(t2)
+        return r1, r2, ok1 & ok2
+
+    def similarities(self, r1, r2) -> np.ndarray:
+        """Cosine similarity of the template rows ``r1[k]`` and ``r2[k]``, computed in blocks (15 M
+        pairs x 512-D gathered at once would be 120 GiB)."""
+        r1, r2 = np.asarray(r1), np.asarray(r2)
+        out = np.empty(len(r1))
+        e = self.embeddings
+        for k in range(0, len(r1), PAIR_BLOCK):
+            out[k:k + PAIR_BLOCK] = np.einsum("ij,ij->i", e[r1[k:k + PAIR_BLOCK]], e[r2[k:k + PAIR_BLOCK]])
+        return np.clip(out, -1.0, 1.0)
 
     def rows(self, template_ids) -> tuple[np.ndarray, np.ndarray]:
         """Row of each of ``template_ids`` in this set, and a mask of those that have one."""
@@ -254,8 +273,7 @@ def aggregate_templates(embeddings, template_ids, media_ids=None, weights=None, 
         q = np.asarray(quality, dtype=np.float64)
         if q.shape != (n,):
             raise ValueError(f"quality must have shape ({n},), got {q.shape}")
-    if quality_reduce not in ("min", "mean", "max"):
-        raise ValueError(f"quality_reduce must be 'min', 'mean' or 'max', got {quality_reduce!r}")
+    _check_reduce(quality_reduce)
     if n == 0:
         return TemplateSet(tids[:0], np.zeros((0, emb.shape[1])), np.zeros(0), [], np.zeros(0, np.int64))
 
@@ -301,14 +319,18 @@ def aggregate_templates(embeddings, template_ids, media_ids=None, weights=None, 
     return TemplateSet(ids, feats, tq, members, t_of_face)
 
 
+def _check_reduce(how: str) -> None:
+    if how not in TEMPLATE_QUALITY:
+        raise ValueError(f"quality_reduce must be 'min', 'mean' or 'max', got {how!r}")
+
+
 def _reduce_by_row(rows: np.ndarray, values, n_rows: int, how: str) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     if v.shape != rows.shape:
         raise ValueError(f"quality must have shape {rows.shape}, got {v.shape}")
+    _check_reduce(how)
     if how == "mean":
         return np.bincount(rows, weights=v, minlength=n_rows) / np.bincount(rows, minlength=n_rows)
-    if how not in QUALITY_REDUCERS:
-        raise ValueError(f"quality_reduce must be 'min', 'mean' or 'max', got {how!r}")
     out = np.full(n_rows, np.inf if how == "min" else -np.inf)
     QUALITY_REDUCERS[how].at(out, rows, v)
     return out
@@ -317,19 +339,11 @@ def _reduce_by_row(rows: np.ndarray, values, n_rows: int, how: str) -> np.ndarra
 def template_pair_similarities(templates: TemplateSet, t1, t2) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarity of template pairs ``(t1[k], t2[k])`` (template ids) and a mask of the
     pairs whose two templates both exist in ``templates`` (similarity NaN elsewhere)."""
-    r1, ok1 = templates.rows(t1)
-    r2, ok2 = templates.rows(t2)
-    ok = ok1 & ok2
+    r1, r2, ok = templates.pair_rows(t1, t2)
     sims = np.full(len(ok), np.nan)
-    e = templates.embeddings
-    good = np.flatnonzero(ok)
-    for k in range(0, len(good), PAIR_BLOCK):  # in blocks: 15 M pairs x 512-D at once would be 120 GiB
-        g = good[k:k + PAIR_BLOCK]
-        sims[g] = np.einsum("ij,ij->i", e[r1[g]], e[r2[g]])
-    return np.clip(sims, -1.0, 1.0), ok
+    sims[ok] = templates.similarities(r1[ok], r2[ok])
+    return sims, ok
 
-
-PAIR_BLOCK = 4096
 
 
 @dataclass
