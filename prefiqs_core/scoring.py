@@ -4,6 +4,11 @@ drift = ‖ d/‖d‖ − p/‖p‖ ‖₂ ∈ [0, 2], with d the dense and p th
 Larger drift means lower utility for recognition. The quality reported is ``1 − drift / 2``:
 in [0, 1], higher is better, a monotone map of the drift (rankings and EDC curves are unchanged).
 With several pruned copies (an ensemble) the drift is the mean of the per-copy drifts.
+
+When a copy is pruned only from a split point on (``PruneSpec.start``), the dense network's
+activation at that point is computed once and both the dense tail and the pruned tail continue from
+it (:mod:`prefiqs_core.trunk`): the drift is exactly that of the whole pruned network, at the cost
+of the tail only.
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .backbones.base import Backbone
-from .pruning import PruneReport, PruneSpec, prune_copy
+from .pruning import PruneReport, PruneSpec, format_prune, prune_tail
+from .trunk import run_stages, stage_macs, stages_of
 
 
 def quality_from_drift(drift):
@@ -68,29 +74,48 @@ class PreFIQs:
         self.device = torch.device(device) if device is not None else backbone.device
         self.specs = as_specs(pruning if pruning is not None else default_pruning(backbone.name))
         self.dense = backbone.net.eval().to(self.device)
-        self.pruned, self.reports = [], []
+        self.stages = stages_of(self.dense)
+        self.tails, self.reports = [], []  # (index of the first pruned stage, pruned copy of the tail)
         for spec in self.specs:
-            net, report = prune_copy(self.dense, spec)
-            self.pruned.append(net.eval())
+            k, tail, report = prune_tail(self.dense, spec)
+            self.tails.append((k, tail.eval()))
             self.reports.append(report)
+        size = backbone.preprocess.size
+        with torch.inference_mode():
+            self.stage_macs = stage_macs(self.stages, torch.zeros(1, 3, size, size, device=self.device))
 
     @property
-    def forwards_per_face(self) -> int:
-        return 1 + len(self.pruned)
+    def forwards_per_face(self) -> float:
+        """Cost per face in dense forwards, by multiply-accumulates: 1 for the dense embedding plus,
+        per pruned copy, the share of the network it re-runs (1.0 when it prunes every layer)."""
+        total = sum(self.stage_macs)
+        return 1.0 + sum(sum(self.stage_macs[k:]) / total for k, _ in self.tails)
+
+    @property
+    def spec_string(self) -> str:
+        return format_prune(self.specs)
 
     def config(self) -> dict:
         return dict(backbone=self.backbone.name, source=self.backbone.source,
                     source_sha256=self.backbone.source_sha256,
                     preprocess=self.backbone.preprocess.as_dict(),
+                    prune=self.spec_string,
                     pruning=[s.as_dict() for s in self.specs],
                     achieved_sparsity=[r.achieved for r in self.reports],
-                    zeros_fraction=[r.zeros for r in self.reports])
+                    zeros_fraction=[r.zeros for r in self.reports],
+                    forwards_per_face=round(self.forwards_per_face, 4))
 
     @torch.inference_mode()
     def score_tensor(self, x: torch.Tensor) -> ScoreBatch:
         """Score a batch already prepared by ``backbone.prepare`` (on the scorer's device)."""
-        d = F.normalize(self.dense(x).float(), dim=1)
-        ps = [F.normalize(net(x).float(), dim=1) for net in self.pruned]
+        # the dense forward, keeping the activation where each pruned tail starts
+        starts = sorted({k for k, _ in self.tails})
+        acts, h, at = {}, x, 0
+        for k in starts:
+            h = run_stages(self.stages, h, at, k)
+            acts[k], at = h, k
+        d = F.normalize(run_stages(self.stages, h, at).float(), dim=1)
+        ps = [F.normalize(tail(acts[k]).float(), dim=1) for k, tail in self.tails]
         drift = torch.stack([(d - p).norm(dim=1) for p in ps]).mean(0)
         p = ps[0] if len(ps) == 1 else F.normalize(torch.stack(ps).mean(0), dim=1)
         dn, pn = d.cpu().numpy(), p.cpu().numpy()

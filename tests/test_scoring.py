@@ -34,7 +34,8 @@ def test_outputs_shapes_ranges_and_determinism(scorer, real_chips):
 
 def test_drift_is_zero_without_pruning(dlib_backbone, real_chips):
     s = PreFIQs(dlib_backbone, PruneSpec("global_l1", 0.3))
-    s.pruned = [copy.deepcopy(s.dense)]  # a "pruned" copy that removed nothing
+    # a "pruned" tail that removed nothing
+    s.tails = [(0, copy.deepcopy(torch.nn.Sequential(*(stage for _, stage in s.stages))))]
     assert np.abs(s.score(real_chips).drift).max() == 0.0
     # and the smallest possible pruning moves nothing measurable
     tiny = PreFIQs(dlib_backbone, PruneSpec("global_l1", 1e-6))

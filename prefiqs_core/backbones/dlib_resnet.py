@@ -86,10 +86,23 @@ class DlibResNet(nn.Module):
             self.fc.weight.copy_(torch.from_numpy(weights.fc_weight))
 
     def forward(self, x):
-        x = F.relu(self.stem_affine(self.stem_conv(x)))
-        x = F.max_pool2d(x, 3, 2)
-        x = self.blocks(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc(self.blocks(_stem(self, x)).mean(dim=(2, 3)))
+
+    def stages(self):
+        """Stem, the 14 residual blocks, the pooled embedding layer (see :mod:`prefiqs_core.trunk`)."""
+        from ..trunk import Stage
+
+        return ([("stem", Stage(_stem, stem_conv=self.stem_conv, stem_affine=self.stem_affine))]
+                + [(f"blocks.{i}", b) for i, b in enumerate(self.blocks)]
+                + [("head", Stage(_head, fc=self.fc))])
+
+
+def _stem(m, x):
+    return F.max_pool2d(F.relu(m.stem_affine(m.stem_conv(x))), 3, 2)
+
+
+def _head(m, x):
+    return m.fc(x.mean(dim=(2, 3)))
 
 
 def load_dlib_resnet29(path=None) -> Backbone:

@@ -128,14 +128,30 @@ class IResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.prelu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = self.bn2(x)
-        if self.dropout2d:  # MagFace drops whole channels before flattening
-            x = torch.flatten(self.dropout(x), 1)
-        else:  # arcface_torch drops flattened elements
-            x = self.dropout(torch.flatten(x, 1))
-        return self.features(self.fc(x))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(_stem(self, x)))))
+        return _head(self, x)
+
+    def stages(self):
+        """Stem, every residual block (``layer1.0`` … ``layer4.N``), the BN-FC-BN head."""
+        from ..trunk import Stage
+
+        blocks = [(f"layer{i}.{j}", b) for i in range(1, 5) for j, b in enumerate(getattr(self, f"layer{i}"))]
+        head = Stage(_head, bn2=self.bn2, dropout=self.dropout, fc=self.fc, features=self.features)
+        head.dropout2d = self.dropout2d
+        return [("stem", Stage(_stem, conv1=self.conv1, bn1=self.bn1, prelu=self.prelu))] + blocks + [("head", head)]
+
+
+def _stem(m, x):
+    return m.prelu(m.bn1(m.conv1(x)))
+
+
+def _head(m, x):
+    x = m.bn2(x)
+    if m.dropout2d:  # MagFace drops whole channels before flattening
+        x = torch.flatten(m.dropout(x), 1)
+    else:  # arcface_torch drops flattened elements
+        x = m.dropout(torch.flatten(x, 1))
+    return m.features(m.fc(x))
 
 
 def parse_arch(arch: str) -> str:
