@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -12,23 +13,53 @@ CSV_COLUMNS = ["path", "face", "x0", "y0", "x1", "y1", "det_score", "drift", "qu
 
 
 def _add_model_args(p: argparse.ArgumentParser):
+    from .pruning import METHODS, SPEC_HELP
+
     p.add_argument("--backbone", default="dlib_resnet29", choices=NAMES, help="face-recognition network")
     p.add_argument("--checkpoint", help="weights file for the backbone (.pth state dict, .onnx, dlib .dat)")
-    p.add_argument("--pruning", choices=("global_l1", "layerwise_l1", "random", "ln_structured"),
-                   help="pruning method (default: the backbone's measured default)")
-    p.add_argument("--sparsity", type=float, help="fraction pruned, strictly between 0 and 1")
-    p.add_argument("--seed", type=int, default=0, help="seed for --pruning random")
+    g = p.add_argument_group("pruning (default: the backbone's measured default; the effective spec is "
+                             "printed and stored beside the output)")
+    g.add_argument("--prune", metavar="SPEC", help=f"pruning spec string: {SPEC_HELP}")
+    g.add_argument("--pruning", choices=METHODS, help="pruning method; with any of these flags the copy is "
+                   "exactly what the flags say (no option is taken from the default)")
+    g.add_argument("--sparsity", type=float, help="fraction pruned, strictly between 0 and 1")
+    g.add_argument("--seed", type=int, default=None, help="seed for --pruning random")
+    g.add_argument("--keep-first", action="store_true", help="leave the network's first layer dense")
+    g.add_argument("--keep-last", action="store_true", help="leave the embedding layer dense")
+    g.add_argument("--prune-from", metavar="SPLIT", help="prune only from this split point on; the dense "
+                   "trunk before it runs once (list them: python -m prefiqs_core splits)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="decoding/detection worker processes")
+
+
+def pruning_from_args(args, backbone_name: str):
+    """The pruned copies the command line asks for: ``--prune``, else the component flags, else the
+    backbone's default. Raises ``ValueError`` with a one-line message."""
+    from .defaults import default_pruning
+    from .pruning import PruneSpec, parse_prune
+
+    parts = dict(method=args.pruning, sparsity=args.sparsity, seed=args.seed,
+                 keep_first=args.keep_first or None, keep_last=args.keep_last or None, start=args.prune_from)
+    given = {k: v for k, v in parts.items() if v is not None}
+    if args.prune is not None:
+        if given:
+            flags = ", ".join("--" + {"method": "pruning", "start": "prune-from"}.get(k, k).replace("_", "-")
+                              for k in given)
+            raise ValueError(f"--prune already says everything; drop {flags}")
+        return parse_prune(args.prune)
+    if not given:
+        return default_pruning(backbone_name)
+    base = default_pruning(backbone_name)[0]
+    given.setdefault("method", base.method)
+    given.setdefault("sparsity", base.sparsity)
+    return [PruneSpec(**given)]
 
 
 def build_scorer(args):
     import torch
 
     from .backbones import load_backbone
-    from .defaults import default_pruning
-    from .pruning import PruneSpec
     from .scoring import PreFIQs
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -36,16 +67,11 @@ def build_scorer(args):
     if args.batch_size < 1:
         raise SystemExit("error: --batch-size must be at least 1")
     backbone = load_backbone(args.backbone, args.checkpoint)
-    specs = default_pruning(backbone.name)
-    if args.pruning or args.sparsity is not None or args.seed:
-        base = specs[0]
-        try:
-            specs = [PruneSpec(args.pruning or base.method,
-                               base.sparsity if args.sparsity is None else args.sparsity, args.seed,
-                               base.keep_first, base.keep_last)]
-        except ValueError as e:
-            raise SystemExit(f"error: {e}")
-    return PreFIQs(backbone, specs, device=args.device)
+    try:
+        specs = pruning_from_args(args, backbone.name)
+        return PreFIQs(backbone, specs, device=args.device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
 
 
 def cmd_score(args) -> int:
@@ -64,6 +90,8 @@ def cmd_score(args) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    print(f"pruning: {scorer.spec_string} ({scorer.forwards_per_face:.2f} dense forwards per face)",
+          file=sys.stderr)
     mode = "aligned" if args.aligned else "detect"
     dataset = ChipDataset(paths, scorer.backbone.preprocess, mode)
     images = tqdm(iter_images(dataset, args.workers, args.batch_size), total=len(paths), unit="img",
@@ -85,8 +113,30 @@ def cmd_score(args) -> int:
                         "" if row.det_score is None else f"{row.det_score:.4f}",
                         "" if row.drift is None else f"{row.drift:.6f}",
                         "" if row.quality is None else f"{row.quality:.6f}", row.error or ""])
-    print(f"scored {n_ok} faces from {len(paths)} files ({n_err} skipped) -> {out}", file=sys.stderr)
+    sidecar = out.with_name(out.name + ".json")
+    sidecar.write_text(json.dumps(scorer.config() | dict(faces=n_ok, skipped=n_err), indent=1) + "\n")
+    print(f"scored {n_ok} faces from {len(paths)} files ({n_err} skipped) -> {out} (settings: {sidecar.name})",
+          file=sys.stderr)
     return 0 if n_ok else 1
+
+
+def cmd_splits(args) -> int:
+    """Where pruning may start for a backbone, with the share of the network each tail re-runs."""
+    import torch
+
+    from .backbones import load_backbone
+    from .trunk import stage_macs, stages_of
+
+    bb = load_backbone(args.backbone, args.checkpoint)
+    stages = stages_of(bb.net)
+    s = bb.preprocess.size
+    with torch.inference_mode():
+        macs = stage_macs(stages, torch.zeros(1, 3, s, s))
+    total = sum(macs)
+    print(f"{bb.name}: {len(stages) - 1} split points; cost = 1 + tail share per pruned copy")
+    for k, (name, _) in enumerate(stages[1:], start=1):
+        print(f"  from:{name:<28} tail {sum(macs[k:]) / total:6.1%}")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -107,8 +157,11 @@ def main(argv=None) -> int:
     g.add_argument("--detect", action="store_true", help="detect and align faces first (default)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_args(s)
+    sp = sub.add_parser("splits", help="list a backbone's split points (where --prune-from may start)")
+    sp.add_argument("--backbone", default="dlib_resnet29", choices=NAMES)
+    sp.add_argument("--checkpoint")
     d = sub.add_parser("demo", help="score the bundled real photos, print the ranking, write a contact sheet")
     d.add_argument("--out-dir", default="out/demo")
     d.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
-    return {"score": cmd_score, "demo": cmd_demo}[args.cmd](args)
+    return {"score": cmd_score, "demo": cmd_demo, "splits": cmd_splits}[args.cmd](args)
