@@ -410,6 +410,18 @@ class DlibDetector:
         faces.sort(key=lambda f: -f.score)
         return faces
 
+    def face_in_box(self, image_rgb, box) -> Face:
+        """The 5 points dlib's shape predictor places in a given ``box`` (x0, y0, x1, y1): for an
+        image whose face the detector misses but whose position is known (score NaN)."""
+        import dlib
+
+        self._load()
+        img = _check_image(image_rgb)
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        shape = self._predictor(img, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+        pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+        return Face(box=(x0, y0, x1, y1), score=float("nan"), landmarks=pts, convention="dlib5", shape=shape)
+
     def align(self, image_rgb, face: Face, template) -> np.ndarray:
         """See :func:`align_face`."""
         return align_face(image_rgb, face, template)

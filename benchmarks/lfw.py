@@ -1,0 +1,320 @@
+#!/usr/bin/env python
+"""Quality measures judged by real recognition errors on an LFW-style identity folder.
+
+Every image is detected and aligned once (cached per folder), embedded by the backbone's dense
+network (the recognition system), and compared in all genuine pairs (at most ``--max-per-person``
+images per person) and all impostor pairs. Each quality measure then orders the genuine pairs
+(pair quality = the lower of the two faces'), and the FNM-EDC (``prefiqs_core.evaluation.edc``)
+says how fast the false non-match rate falls as the worst pairs are discarded. The people are split
+into two seeded, people-disjoint halves: settings are chosen on half A and reported on half B, with
+a people-level bootstrap 95 % interval.
+
+Columns: ``nAUC20`` = pAUC of the fixed-threshold FNM-EDC up to 20 % discarded, divided by
+(FNMR at 0 % x 0.2): 1.0 is no better than keeping every pair, lower is better.
+
+    python benchmarks/lfw.py ../shared/data/lfw_dev                     # default + baselines
+    python benchmarks/lfw.py DIR --backbone sface --prune "global_l1@0.5" --prune "global_l1@0.5+from:conv_6_dw_conv2d"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from prefiqs_core.backbones import load_backbone  # noqa: E402
+from prefiqs_core.baselines import EmbeddingNorm, available_methods  # noqa: E402
+from prefiqs_core.defaults import default_pruning  # noqa: E402
+from prefiqs_core.evaluation import edc, pauc  # noqa: E402
+from prefiqs_core.lfw import (FaceSet, PairSet, impostor_qualities, people_bootstrap,  # noqa: E402
+                              people_halves, threshold_at, weighted_pauc)
+from prefiqs_core.pruning import format_prune, parse_prune, prune_tail  # noqa: E402
+from prefiqs_core.trunk import run_stages, stage_macs, stages_of  # noqa: E402
+
+DEFAULT_DIR = ROOT.parent / "shared" / "data" / "lfw_dev"
+FMRS = (1e-3, 1e-4)
+BASELINES = ("random", "sharpness", "face_size", "embedding_norm", "serfiq", "grafiqs")
+
+
+@dataclass
+class Half:
+    """One people-disjoint half: its pairs, thresholds, and bootstrap weights."""
+
+    name: str
+    pairs: PairSet
+    thresholds: dict = field(default_factory=dict)
+    boot: np.ndarray | None = None
+
+    def errors(self, fmr: float) -> np.ndarray:
+        return (self.pairs.genuine < self.thresholds[fmr]).astype(np.float64)
+
+
+class LFWBench:
+    """Dense embeddings once; then any pruning setting or baseline costs only its own forwards."""
+
+    def __init__(self, root, backbone, cache_dir, max_per_person: int = 20, split_seed: int = 0,
+                 reps: int = 1000, batch: int = 64, log=print, max_people: int | None = None):
+        self.bb, self.batch, self.log = backbone, batch, log
+        t0 = time.time()
+        self.faces = FaceSet.load(root, cache_dir, max_per_person, progress=_tqdm, max_people=max_people)
+        self.labels = self.faces.labels
+        self.chips = self.faces.chips(backbone.preprocess.template)
+        self.stages = stages_of(backbone.net.eval())
+        s = backbone.preprocess.size
+        with torch.inference_mode():
+            self.macs = stage_macs(self.stages, torch.zeros(1, 3, s, s))
+        self._acts: dict[int, torch.Tensor] = {}
+        self.dense = self._dense_embeddings(self.faces.cache / f"dense_{backbone.name}_{backbone.source_sha256[:12]}.npy")
+        a, b = people_halves(self.labels, split_seed)
+        self.halves = {}
+        for name, mask, seed in (("A", a, 1), ("B", b, 2)):
+            h = Half(name, PairSet.build(self.dense, self.labels, mask))
+            h.thresholds = {f: threshold_at(h.pairs.impostor, f) for f in FMRS}
+            h.boot = people_bootstrap(h.pairs.person, h.pairs.n_people, reps, seed)
+            self.halves[name] = h
+        n = len(self.labels)
+        self.log(f"{backbone.name}: {n} faces of {len(set(self.labels))} people, "
+                 f"{self.faces.n_fallback} with no detected face (fixed box); "
+                 + "; ".join(f"half {h.name}: {h.pairs.n_people} people, {len(h.pairs.genuine)} genuine, "
+                             f"{len(h.pairs.impostor)} impostor pairs, FNMR@1e-3 {h.errors(1e-3).mean():.3f}"
+                             for h in self.halves.values())
+                 + f" ({time.time() - t0:.0f} s)")
+
+    # ---- embeddings ---------------------------------------------------------------------------
+    def _batches(self):
+        for i in range(0, len(self.chips), self.batch):
+            yield i, self.bb.prepare(self.chips[i:i + self.batch])
+
+    @torch.inference_mode()
+    def _dense_embeddings(self, cache: Path) -> np.ndarray:
+        """Unit dense embeddings of every face; the raw embedding norms are kept too (MagFace's
+        quality, the ``embedding_norm`` baseline, comes free with this forward)."""
+        norms = cache.with_name(cache.stem + "_norms.npy")
+        if cache.exists() and norms.exists():
+            e = np.load(cache)
+            if len(e) == len(self.chips):
+                self.raw_norm = np.load(norms)
+                return e
+        raw = np.concatenate([self.bb.net(x).float().numpy() for _, x in _tqdm(
+            self._batches(), total=-(-len(self.chips) // self.batch), desc="dense")])
+        self.raw_norm = np.linalg.norm(raw.astype(np.float64), axis=1)
+        e = raw / self.raw_norm[:, None].astype(np.float32)
+        np.save(cache, e)
+        np.save(norms, self.raw_norm)
+        return e
+
+    @torch.inference_mode()
+    def activations(self, k: int) -> torch.Tensor | None:
+        """Dense activations entering stage ``k`` for every face (kept in memory; None for k = 0)."""
+        if k == 0:
+            return None
+        if k not in self._acts:
+            self._acts[k] = torch.cat([run_stages(self.stages, x, 0, k) for _, x in self._batches()])
+        return self._acts[k]
+
+    @torch.inference_mode()
+    def drift(self, spec) -> np.ndarray:
+        k, tail, _ = prune_tail(self.bb.net, spec)
+        acts = self.activations(k)
+        out = []
+        for i, x in self._batches():
+            h = x if acts is None else acts[i:i + self.batch]
+            p = F.normalize(tail(h).float(), dim=1).numpy()
+            out.append(np.linalg.norm(self.dense[i:i + len(p)] - p, axis=1))
+        return np.concatenate(out)
+
+    def cost(self, specs) -> float:
+        total = sum(self.macs)
+        return 1.0 + sum(sum(self.macs[prune_tail_start(self.stages, s):]) / total for s in specs)
+
+    def baseline(self, method) -> np.ndarray:
+        if isinstance(method, EmbeddingNorm):  # the same number the method computes, from the dense pass
+            return self.raw_norm
+        sizes = self.faces.detections["boxes"]
+        sizes = np.minimum(sizes[:, 2] - sizes[:, 0], sizes[:, 3] - sizes[:, 1])
+        out = [method.score(self.chips[i:i + self.batch], sizes[i:i + self.batch])
+               for i in range(0, len(self.chips), self.batch)]
+        return np.concatenate(out)
+
+    # ---- metrics ------------------------------------------------------------------------------
+    def pair_quality(self, quality: np.ndarray, half: Half) -> np.ndarray:
+        return np.minimum(quality[half.pairs.a], quality[half.pairs.b])
+
+    def nauc(self, quality, half: str, fmr: float = 1e-3, limit: float = 0.2, boot: bool = False):
+        """Normalised fixed-threshold pAUC (and its bootstrap replicates when ``boot``)."""
+        h = self.halves[half]
+        pq, err = self.pair_quality(quality, h), h.errors(fmr)
+        area, e0 = weighted_pauc(pq, err, np.ones(len(pq)), limit)
+        value = float(area[0] / (e0[0] * limit))
+        if not boot:
+            return value
+        areas, e0s = weighted_pauc(pq, err, h.boot, limit)
+        return value, areas / (e0s * limit)
+
+    def full_metrics(self, quality, half: str = "B") -> dict:
+        """Every column of the paper-style table, with the project's own ``edc``/``pauc``."""
+        h = self.halves[half]
+        pq_gen = self.pair_quality(quality, h)
+        out = {}
+        for fmr in FMRS:
+            for conv in ("fixed", "per_level"):
+                if conv == "fixed":
+                    curve = edc(np.concatenate([h.pairs.genuine, h.pairs.impostor]),
+                                np.r_[np.ones(len(pq_gen), bool), np.zeros(len(h.pairs.impostor), bool)],
+                                np.concatenate([pq_gen, np.zeros(len(h.pairs.impostor))]), fmr, "fixed")  # unused by "fixed"
+                else:
+                    curve = self._per_level(quality, h, pq_gen, fmr)
+                e0 = float(curve.fnmr[0])
+                for lim in (0.2, 0.3):
+                    a = pauc(curve, lim)
+                    out[f"{conv}_{fmr:g}_pauc{int(lim * 100)}"] = a
+                    out[f"{conv}_{fmr:g}_npauc{int(lim * 100)}"] = a / (e0 * lim) if e0 > 0 else float("nan")
+                out[f"{conv}_{fmr:g}_fnmr0"] = e0
+        return out
+
+    def _per_level(self, quality, h: Half, pq_gen, fmr):
+        pq_imp = impostor_qualities(quality, h.pairs)
+        return edc(np.concatenate([h.pairs.genuine, h.pairs.impostor]),
+                   np.r_[np.ones(len(pq_gen), bool), np.zeros(len(pq_imp), bool)],
+                   np.concatenate([pq_gen, pq_imp]), fmr, "per_level")
+
+
+def prune_tail_start(stages, spec) -> int:
+    from prefiqs_core.trunk import start_index
+    return start_index(stages, spec.start)
+
+
+def _tqdm(it, total=None, desc=None):
+    from tqdm import tqdm
+    return tqdm(it, total=total, desc=desc, mininterval=15, file=sys.stderr)
+
+
+def row_label(specs) -> str:
+    return format_prune(specs)
+
+
+def run(bench: LFWBench, settings: dict, baselines: dict, full: bool = True) -> list[dict]:
+    """Scores every setting (PreFIQs spec lists) and baseline; one dict per row."""
+    rows = []
+    drift_cache: dict = {}
+    for label, specs in settings.items():
+        t = time.time()
+        for s in specs:
+            if s not in drift_cache:
+                drift_cache[s] = bench.drift(s)
+        q = 1 - np.mean([drift_cache[s] for s in specs], axis=0) / 2
+        rows.append(_row(bench, label, "prefiqs", q, bench.cost(specs), full, time.time() - t))
+    for name, m in baselines.items():
+        t = time.time()
+        rows.append(_row(bench, name, "baseline", bench.baseline(m), m.forwards_per_face, full, time.time() - t))
+    return rows
+
+
+def _row(bench, label, kind, q, cost, full, seconds) -> dict:
+    a = bench.nauc(q, "A")
+    b, boot = bench.nauc(q, "B", boot=True)
+    lo, hi = np.nanpercentile(boot, [2.5, 97.5])
+    r = dict(label=label, kind=kind, cost=cost, A=a, B=b, B_lo=lo, B_hi=hi, seconds=seconds, quality=q,
+             boot=boot)
+    if full:
+        r |= bench.full_metrics(q, "B")
+    bench.log(f"  {label:<52} A {a:.3f}  B {b:.3f} [{lo:.3f}, {hi:.3f}]  cost {cost:.2f}  ({seconds:.0f} s)")
+    return r
+
+
+def table(rows, default_label=None) -> str:
+    lines = ["| quality | cost (dense fwd) | A: nAUC20 @1e-3 | **B: nAUC20 @1e-3** (95 % CI) | B: nAUC30 @1e-3 | "
+             "B: nAUC20 @1e-4 | B: per-level nAUC20 @1e-3 | B: per-level pAUC20 @1e-3 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = f"**{r['label']} (default)**" if r["label"] == default_label else r["label"]
+        extra = [r.get(k, float("nan")) for k in ("fixed_0.001_npauc30", "fixed_0.0001_npauc20",
+                                                    "per_level_0.001_npauc20", "per_level_0.001_pauc20")]
+        lines.append(f"| {name} | {r['cost']:.2f} | {r['A']:.3f} | {r['B']:.3f} ({r['B_lo']:.3f}–{r['B_hi']:.3f}) | "
+                     + " | ".join(f"{v:.3f}" if k < 3 else f"{v:.4f}" for k, v in enumerate(extra)) + " |")
+    return "\n".join(lines)
+
+
+def plot(bench: LFWBench, rows, path, half="B", fmr=1e-3):
+    """EDC curves (fixed threshold) of the given rows on one half."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = bench.halves[half]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in rows:
+        pq = bench.pair_quality(r["quality"], h)
+        order = np.argsort(pq, kind="stable")
+        err = h.errors(fmr)[order]
+        n = len(err)
+        kept_err = err.sum() - np.r_[0, np.cumsum(err)]
+        x = np.arange(n + 1) / n
+        y = np.divide(kept_err, n - np.arange(n + 1), out=np.zeros(n + 1), where=np.arange(n + 1) < n)
+        ax.plot(x[:-1], y[:-1], label=f"{r['label']} ({r['B']:.2f})", lw=2 if r["kind"] == "prefiqs" else 1.2)
+    ax.set_xlim(0, 0.3)
+    ax.set_xlabel("fraction of genuine pairs discarded (lowest quality first)")
+    ax.set_ylabel(f"FNMR at FMR {fmr:g} (fixed threshold)")
+    ax.set_title(f"{bench.bb.name}, LFW development people, half {half} (held out)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, title="quality (nAUC20)", title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR), help="identity folder (default: %(default)s)")
+    ap.add_argument("--backbone", default="dlib_resnet29")
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--prune", action="append", default=[], help="spec string(s) to compare (default: the "
+                    "backbone's default)")
+    ap.add_argument("--baselines", default=",".join(BASELINES), help="comma list ('' for none)")
+    ap.add_argument("--max-per-person", type=int, default=20)
+    ap.add_argument("--max-people", type=int, help="only the first N people (a quick run)")
+    ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
+    ap.add_argument("--out", default="out/lfw")
+    args = ap.parse_args(argv)
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise SystemExit(f"error: identity folder {folder} not found (give the LFW development folder's path)")
+    bb = load_backbone(args.backbone, args.checkpoint)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bench = LFWBench(folder, bb, out / "cache", args.max_per_person, reps=args.reps,
+                     log=lambda m: print(m, file=sys.stderr, flush=True), max_people=args.max_people)
+    default = format_prune(default_pruning(bb.name))
+    specs = args.prune or [default]
+    settings = {}
+    for s in specs:
+        try:
+            settings[format_prune(parse_prune(s))] = parse_prune(s)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}")
+    names = [n for n in args.baselines.split(",") if n]
+    baselines = available_methods(bb, [n for n in names if n != "face_size"]) if names else {}
+    if "face_size" in names:
+        from prefiqs_core.baselines import make_method
+        baselines["face_size"] = make_method("face_size")
+    rows = run(bench, settings, baselines)
+    md = table(rows, default)
+    (out / f"lfw_{bb.name}.md").write_text(md + "\n")
+    (out / f"lfw_{bb.name}.json").write_text(json.dumps(
+        [{k: v for k, v in r.items() if k not in ("quality", "boot")} for r in rows], indent=1))
+    plot(bench, rows, out / f"lfw_edc_{bb.name}.png")
+    print(md)
+    print(f"\ntables and EDC plot in {out}/", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The LFW development benchmark: its fast EDC equals the project's edc, pairs are complete and
+people-disjoint, and (where the LFW folder is present, as in CI) the benchmark runs end to end."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prefiqs_core.evaluation import edc, fmr_threshold, pauc
+from prefiqs_core.lfw import (PairSet, impostor_qualities, impostor_similarities, people_bootstrap,
+                              people_halves, read_people, threshold_at, weighted_pauc)
+
+ROOT = Path(__file__).resolve().parent.parent
+LFW = ROOT.parent / "shared" / "data" / "lfw_dev"
+
+
+def unit_rows(rng, n, d=16):
+    e = rng.normal(size=(n, d))
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def test_weighted_pauc_equals_the_projects_fixed_edc():
+    rng = np.random.default_rng(0)
+    gen, imp = rng.normal(0.6, 0.2, 400), rng.normal(0.0, 0.2, 20000)
+    q = rng.uniform(size=400) + 0.3 * gen  # continuous, no ties, related to the similarity
+    thr = threshold_at(imp, 1e-3)
+    assert thr == fmr_threshold(imp, 1e-3)[0]
+    curve = edc(np.r_[gen, imp], np.r_[np.ones(400, bool), np.zeros(20000, bool)],
+                np.r_[q, np.ones(20000)], 1e-3, "fixed")
+    for lim in (0.2, 0.3):
+        area, e0 = weighted_pauc(q, (gen < thr).astype(float), np.ones(400), lim)
+        assert area[0] == pytest.approx(pauc(curve, lim), abs=1e-12)
+        assert e0[0] == pytest.approx(curve.fnmr[0])
+
+
+def test_bootstrap_weights_equal_repeating_the_pairs():
+    rng = np.random.default_rng(1)
+    q, err = rng.uniform(size=50), (rng.uniform(size=50) < 0.3).astype(float)
+    w = rng.integers(0, 3, 50).astype(float)
+    rep = np.repeat(np.arange(50), w.astype(int))
+    a, e0 = weighted_pauc(q, err, w)
+    # the project's edc on the repeated pairs (repeats are ties, discarded together, as a weight is)
+    gen = np.where(err[rep] > 0, -1.0, 1.0)
+    imp = np.random.default_rng(2).uniform(-0.5, 0.5, 5000)  # threshold near 0.5: errors are the -1s
+    curve = edc(np.r_[gen, imp], np.r_[np.ones(len(gen), bool), np.zeros(5000, bool)],
+                np.r_[q[rep], np.ones(5000)], 1e-3, "fixed")
+    assert a[0] == pytest.approx(pauc(curve, 0.2), abs=1e-12) and e0[0] == pytest.approx(curve.fnmr[0])
+    weights = people_bootstrap(np.arange(50) % 10, 10, reps=7, seed=0)
+    assert weights.shape == (7, 50) and (weights.sum(1) == weights.sum(1)[0]).all()
+
+
+def test_pairs_are_every_genuine_and_impostor_pair_of_the_half():
+    rng = np.random.default_rng(2)
+    labels = [f"p{i}" for i in rng.integers(0, 9, 60)]
+    emb = unit_rows(rng, 60)
+    half_a, half_b = people_halves(labels, seed=3)
+    assert not ({labels[i] for i in np.flatnonzero(half_a)} & {labels[i] for i in np.flatnonzero(half_b)})
+    assert (half_a | half_b).all()
+    ps = PairSet.build(emb, labels, half_a)
+    idx = np.flatnonzero(half_a)
+    brute_gen, brute_imp = [], []
+    for x in range(len(idx)):
+        for y in range(x + 1, len(idx)):
+            s = emb[idx[x]] @ emb[idx[y]]
+            (brute_gen if labels[idx[x]] == labels[idx[y]] else brute_imp).append(s)
+    assert sorted(ps.genuine) == pytest.approx(sorted(brute_gen))
+    assert np.asarray(ps.impostor) == pytest.approx(np.asarray(brute_imp, np.float32), abs=1e-6)
+    q = rng.uniform(size=60)
+    qi = impostor_qualities(q, ps, block=7)  # blocks of any size give the same order
+    brute_q = [min(q[idx[x]], q[idx[y]]) for x in range(len(idx)) for y in range(x + 1, len(idx))
+               if labels[idx[x]] != labels[idx[y]]]
+    assert qi == pytest.approx(np.asarray(brute_q, np.float32))
+    assert impostor_similarities(emb[idx], ps.codes, block=5) == pytest.approx(ps.impostor, abs=1e-6)
+
+
+def test_read_people_caps_each_person_with_a_seeded_sample(tmp_path):
+    for person, n in (("Ann", 5), ("Bob", 1), ("Cid", 3)):
+        (tmp_path / person).mkdir()
+        for i in range(n):
+            (tmp_path / person / f"{person}_{i:04d}.jpg").write_bytes(b"x")
+    paths, labels = read_people(tmp_path, max_per_person=2, seed=0)
+    assert labels == ["Ann", "Ann", "Cid", "Cid"]  # Bob has one image: no genuine pair, left out
+    assert read_people(tmp_path, max_per_person=2, seed=0)[0] == paths
+    with pytest.raises(FileNotFoundError):
+        read_people(tmp_path / "nope")
+
+
+@pytest.mark.skipif(not LFW.is_dir(), reason=f"LFW development folder not at {LFW} (CI has it)")
+def test_lfw_benchmark_end_to_end_on_a_few_people(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lfw.py"), str(LFW), "--max-people", "40",
+                        "--max-per-person", "4", "--reps", "50", "--out", str(tmp_path),
+                        "--prune", "global_l1@0.5+from:blocks.10", "--baselines", "random,sharpness"],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    table = (tmp_path / "lfw_dlib_resnet29.md").read_text()
+    for row in ("global_l1@0.5+from:blocks.10", "random", "sharpness"):
+        assert f"| {row} |" in table
+    assert "half A: 20 people" in p.stderr and "no detected face" in p.stderr
+    assert (tmp_path / "lfw_edc_dlib_resnet29.png").stat().st_size > 10_000
