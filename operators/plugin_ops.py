@@ -16,14 +16,36 @@ from ..prefiqs_core.backbones import NAMES as BACKBONES
 from ..prefiqs_core.checkpoints import CheckpointError, check_user_file
 from ..prefiqs_core.defaults import default_pruning
 from ..prefiqs_core.pruning import METHODS as PRUNING_METHODS
+from ..prefiqs_core.pruning import SPEC_HELP, PruneSpec, parse_prune
 from . import runs
 from .detection import iter_detect_faces
-from .scoring import DEFAULT_BACKBONE, iter_compute_prefiqs
+from .scoring import DEFAULT_BACKBONE, iter_compute_prefiqs, split_choices
 from .tagging import tag_low_quality
 from .visualization import iter_compute_prefiqs_visualization
 from .progress import drive
 
 PLUGIN = "@prefiqs/prefiqs"
+WHOLE_NETWORK = "(whole network)"
+
+
+def form_pruning(p: dict):
+    """The compute form's pruning as what ``compute_prefiqs`` takes: the spec string when typed;
+    else exactly the copy the method, sparsity, prune-from and keep fields describe; else (an SDK
+    call that gave only ``pruning``/``sparsity``, or nothing) those values, unchanged."""
+    if p.get("prune"):
+        return p["prune"]
+    form_keys = ("prune_from", "keep_first", "keep_last")
+    if not any(k in p for k in form_keys):
+        if p.get("sparsity") is None:
+            return p.get("pruning")
+        return PruneSpec(p.get("pruning") or default_pruning(p.get("backbone") or DEFAULT_BACKBONE)[0].method,
+                         float(p["sparsity"])).label()
+    base = default_pruning(p.get("backbone") or DEFAULT_BACKBONE)[0]
+    start = p.get("prune_from")
+    return PruneSpec(p.get("pruning") or base.method,
+                     float(p["sparsity"]) if p.get("sparsity") is not None else base.sparsity,
+                     keep_first=bool(p.get("keep_first")), keep_last=bool(p.get("keep_last")),
+                     start=None if start in (None, "", WHOLE_NETWORK) else start).label()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,6 +188,23 @@ class ComputePrefiqs(_DelegableOperator):
         s = p.get("sparsity")
         if s is not None and not 0 < s < 1:
             sp.invalid, sp.error_message = True, "Sparsity must lie strictly between 0 and 1"
+        splits = split_choices(backbone)
+        start = spec.start if spec.start in splits else WHOLE_NETWORK
+        inputs.enum("prune_from", [WHOLE_NETWORK, *splits], default=start, label="Prune from",
+                    description="Prune only from this layer on: the dense part before it runs once for "
+                                "both networks (cheaper; see the README's cost/quality table)",
+                    view=types.DropdownView())
+        inputs.bool("keep_first", default=spec.keep_first, label="Keep the first layer dense")
+        inputs.bool("keep_last", default=spec.keep_last, label="Keep the embedding layer dense")
+        pr = inputs.str("prune", required=False, label="Pruning spec (overrides the four fields above)",
+                        description=SPEC_HELP)
+        if p.get("prune"):
+            try:
+                parse_prune(p["prune"])
+            except ValueError as e:
+                pr.invalid, pr.error_message = True, str(e)
+        elif p.get("prune_from") not in (None, WHOLE_NETWORK, *splits):
+            inputs.view("split", types.Warning(label=f"{p['prune_from']} is not a split point of {backbone}"))
         inputs.int("batch_size", default=64, label="Batch size")
         inputs.str("device", required=False, label="Device", description="cpu, cuda, cuda:1... (default: auto)")
         inputs.bool("store_embeddings", default=True, label="Store embeddings",
@@ -187,7 +226,7 @@ class ComputePrefiqs(_DelegableOperator):
             ctx.target_view(), run_key=p.get("run_key") or "prefiqs", patches_field=p.get("patches_field"),
             keypoints_field=p.get("keypoints_field"), aligned=p.get("aligned", False),
             detect=p.get("detect", False), backbone=p.get("backbone") or DEFAULT_BACKBONE,
-            checkpoint=p.get("checkpoint") or None, pruning=p.get("pruning"), sparsity=p.get("sparsity"),
+            checkpoint=p.get("checkpoint") or None, pruning=form_pruning(p),
             batch_size=p.get("batch_size", 64), device=p.get("device") or None,
             store_embeddings=p.get("store_embeddings", True), overwrite=p.get("overwrite", False),
             resume=p.get("resume", False))
@@ -197,10 +236,11 @@ class ComputePrefiqs(_DelegableOperator):
     def _queue_shards(self, ctx, p):
         from .shards import queue_compute_prefiqs_shards
 
-        keys = ("patches_field", "keypoints_field", "aligned", "detect", "backbone", "checkpoint", "pruning",
-                "sparsity", "batch_size", "device", "store_embeddings", "overwrite", "resume")
+        keys = ("patches_field", "keypoints_field", "aligned", "detect", "backbone", "checkpoint",
+                "batch_size", "device", "store_embeddings", "overwrite", "resume")
         key = p.get("run_key") or "prefiqs"
         queued = queue_compute_prefiqs_shards(ctx.target_view(), int(p["num_shards"]), run_key=key,
+                                              pruning=form_pruning(p),
                                               **{k: p[k] for k in keys if p.get(k) not in (None, "")})
         if ctx.delegated:
             return dict(run_key=key, shards=queued)

@@ -5,10 +5,10 @@ The data path: sample (or face patch) → aligned chip (``faces.py``) → dense 
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import time
 from collections import OrderedDict
-from dataclasses import replace
 
 import numpy as np
 import fiftyone as fo
@@ -17,7 +17,7 @@ from fiftyone import ViewField as F
 from ..prefiqs_core.backbones import load_backbone
 from ..prefiqs_core.checkpoints import check_user_file
 from ..prefiqs_core.defaults import default_pruning
-from ..prefiqs_core.pruning import PruneSpec
+from ..prefiqs_core.pruning import PruneSpec, parse_prune
 from ..prefiqs_core.scoring import PreFIQs
 from . import runs
 from .detection import _declare as _declare_detection_fields
@@ -101,22 +101,41 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
 
 
 def resolve_pruning(backbone_name: str, pruning=None, sparsity=None) -> list[PruneSpec]:
-    """The prune specs for ``pruning``/``sparsity``; what is not given comes from the engine's default.
+    """The pruned copies asked for.
 
-    The default's other settings (seed, keep_first, keep_last) are kept when only the method or
-    the sparsity is changed, since they were tuned together for the backbone.
+    ``pruning`` may be a ``PruneSpec``, a list of them (an ensemble), a spec string such as
+    ``"global_l1@0.5+from:blocks.10"`` (``prefiqs_core.pruning.parse_prune``), or a method name.
+    A method name and/or ``sparsity`` mean exactly that copy over the whole network: no other
+    option is taken from the default. Nothing given: the engine's default for the backbone.
     """
     if isinstance(pruning, PruneSpec):
         return [pruning]
     if isinstance(pruning, (list, tuple)):
         return list(pruning)
+    if isinstance(pruning, str) and "@" in pruning:
+        if sparsity is not None:
+            raise ValueError("the pruning spec string already gives the sparsity; leave sparsity unset")
+        return parse_prune(pruning)
     defaults = default_pruning(backbone_name)
     if pruning is None and sparsity is None:
         return defaults
-    changes = {"method": pruning} if pruning else {}
-    if sparsity is not None:
-        changes["sparsity"] = float(sparsity)
-    return [replace(defaults[0], **changes)]
+    return [PruneSpec(pruning or defaults[0].method,
+                      float(sparsity) if sparsity is not None else defaults[0].sparsity)]
+
+
+@functools.lru_cache(maxsize=8)
+def split_choices(backbone_name: str) -> tuple[str, ...]:
+    """The backbone's split points, for the form (structure only: iResNets need no checkpoint)."""
+    from ..prefiqs_core.backbones import IRESNETS, MAGFACES
+    from ..prefiqs_core.trunk import split_points
+
+    try:
+        if backbone_name in IRESNETS or backbone_name in MAGFACES:
+            from ..prefiqs_core.backbones.iresnet import build_iresnet
+            return tuple(split_points(build_iresnet("r" + backbone_name.rsplit("iresnet", 1)[1])))
+        return tuple(split_points(load_backbone(backbone_name).net))
+    except (ValueError, FileNotFoundError, OSError):  # e.g. "onnx" without a file: whole network only
+        return ()
 
 
 def resolve_device(device=None) -> str:
@@ -323,6 +342,7 @@ def _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, v
     return dict(
         backbone=cfg["backbone"], checkpoint=str(checkpoint) if checkpoint else None,
         checkpoint_sha256=cfg["source_sha256"], weights_file=cfg["source"], preprocess=cfg["preprocess"],
+        prune=cfg["prune"], forwards_per_face=cfg["forwards_per_face"],
         pruning=cfg["pruning"], pruning_method=specs[0].method if len(specs) == 1 else "ensemble",
         sparsity=[s.sparsity for s in specs], achieved_sparsity=cfg["achieved_sparsity"],
         input=mode, patches_field=fields.patches_field, keypoints_field=keypoints_field,

@@ -164,3 +164,25 @@ def test_target_selected_samples_and_immediate_progress(make_dataset, photos):
     # a view as the target: only its samples are scored (resume leaves the first as it is)
     foo.get_operator(URI)(ds.skip(1), detect=True, resume=True)
     assert all(v is not None for v in ds.values("prefiqs_quality"))
+
+
+def test_form_prunes_exactly_what_it_shows_from_a_split_point(make_dataset, photos, api):
+    from fiftyone.operators.executor import ExecutionContext
+
+    ds = make_dataset(photos[2:3])
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, params={}))
+    props = foo.get_operator(URI).resolve_input(ctx).type.properties
+    choices = list(props["prune_from"].type.values)
+    assert choices[0] == "(whole network)" and "blocks.10" in choices and "head" in choices
+    run(ds, detect=True, run_key="late", pruning="global_l1", sparsity=0.5, prune_from="blocks.10",
+        keep_first=False, keep_last=False).raise_exceptions()
+    cfg = ds.get_run_info("late").config
+    assert cfg.prune == "global_l1@0.5+from:blocks.10" and 1.1 < cfg.forwards_per_face < 1.3
+    # a typed spec string overrides the fields; the SDK takes the same string
+    run(ds, detect=True, run_key="typed", prune="layerwise_l1@0.1,global_l1@0.5+keeplast",
+        prune_from="blocks.3").raise_exceptions()
+    assert ds.get_run_info("typed").config.prune == "layerwise_l1@0.1,global_l1@0.5+keeplast"
+    api.scoring.compute_prefiqs(ds, detect=True, run_key="sdk", pruning="global_l1@0.5+from:blocks.10")
+    assert ds.values("sdk_quality") == pytest.approx(ds.values("late_quality"), abs=1e-6)
+    bad = ExecutionContext(request_params=dict(dataset_name=ds.name, params=dict(prune="global_l1@2")))
+    assert foo.get_operator(URI).resolve_input(bad).type.properties["prune"].invalid
