@@ -118,7 +118,13 @@ class LFWBench:
         if k == 0:
             return None
         if k not in self._acts:
-            self._acts[k] = torch.cat([run_stages(self.stages, x, 0, k) for _, x in self._batches()])
+            j = max((c for c in self._acts if c < k), default=0)  # continue from the nearest cached stage
+            if j == 0:
+                self._acts[k] = torch.cat([run_stages(self.stages, x, 0, k) for _, x in self._batches()])
+            else:
+                h = self._acts[j]
+                self._acts[k] = torch.cat([run_stages(self.stages, h[i:i + self.batch], j, k)
+                                           for i in range(0, len(h), self.batch)])
         return self._acts[k]
 
     @torch.inference_mode()

@@ -190,7 +190,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     default_now = format_prune(default_pruning(bb.name))
     grid = args.grid or GRIDS.get(bb.name) or ["global_l1@0.3", "global_l1@0.5", "layerwise_l1@0.1"]
-    if default_now not in grid:
+    if default_now not in grid and not args.grid:
         grid = [default_now] + list(grid)
     settings = {format_prune(parse_prune(g)): parse_prune(g) for g in grid}
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
