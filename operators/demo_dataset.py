@@ -16,9 +16,10 @@ Two kinds of samples (field ``kind`` and the tags ``photo`` / ``chip``):
     of it against sharpness and random (``operators/demo_orl.py``): the real identity variation
     the chips lack, and the EDC curve the Face Quality panel draws.
 
-The landmarks field is hidden in the App by default (``app_config.active_fields``): on grid
-thumbnails the App draws each point with a fixed radius, so the 5 points (four of them eye
-corners a few pixels apart) would cover the small faces; tick ``faces_landmarks`` to see them.
+The App shows only the face boxes and the identities by default (``app_config.active_fields``),
+not the landmarks: on grid thumbnails the App's keypoint dots do not shrink with the image, so the
+5 points (four of them eye corners a few pixels apart) would cover the small faces; tick
+``faces_landmarks`` in the sidebar to see them.
 
 Every score is computed *through the operators* (``foo.get_operator(...)(view, ...)``), as a user's
 own dataset would be, so the demo also exercises the plugin's public path.
@@ -116,7 +117,6 @@ def build_demo_dataset(name: str = DATASET_NAME, chips_dir=None, backbone: str =
     ds.info = dict(description="PreFIQs demo: real photos (patch-level run 'prefiqs'), aligned chips with "
                                "synthetic degradations (sample-level run 'prefiqs_chips') and the ORL faces "
                                "with identities (run 'prefiqs_orl', evaluation 'orl_eval')")
-    ds.app_config.active_fields = fo.ActiveFields(exclude=True, paths=[LANDMARKS])
     ds.save()
     ds.add_samples([fo.Sample(filepath=str(p.resolve()), kind="photo", tags=["photo"]) for p in photos])
     photos_v = photos_view(ds)
@@ -143,6 +143,9 @@ def build_demo_dataset(name: str = DATASET_NAME, chips_dir=None, backbone: str =
     if orl_people != 0:
         add_orl(ds, FACES, LANDMARKS, people=orl_people, backbone=backbone, device=device, log=log)
         ds.save_view("orl", orl_view(ds), description="ORL faces: 40 people x 10 photos, with identities")
+    # the grid draws the face boxes and who each face is; not the landmarks (see the module docstring)
+    ds.app_config.active_fields = fo.ActiveFields(paths=[FACES, "identity"])
+    ds.save()
     ds.save_view("photos", photos_v, description="Whole photos with detected faces, scored per face")
     ds.save_view("chips", chips_v, description="Aligned chips: clean and synthetically degraded")
     ds.save_view("chips_worst_first", chips_v.sort_by(f"{CHIP_RUN}_quality"),
