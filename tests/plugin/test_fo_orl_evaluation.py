@@ -63,7 +63,7 @@ def test_baselines_are_the_chips_sharpness_and_a_seeded_random(orl_ds, orl):
     assert len(who) == orl_ds.count(f"faces.detections.{orl.ORL_RUN}_quality")
     assert all(v > 0 for v in sharp) and all(0 <= v < 1 for v in rand)
     assert len(set(rand)) == len(rand)  # distinct chips, distinct hashes
-    # sharpness is not PreFIQs in disguise, nor random: the three rank the faces differently
+    # random carries no information about the faces: its ranking is unrelated to PreFIQs'
     assert abs(np.corrcoef(np.argsort(np.argsort(q)), np.argsort(np.argsort(rand)))[0, 1]) < 0.5
 
 
@@ -143,3 +143,26 @@ def test_panel_draws_the_orl_curves_on_first_open(orl_ds, orl):
     assert [n.split(":")[0] for n in names] == [orl.EVAL_KEY] * 3
     ev = orl.load_evaluation(orl_ds, orl.EVAL_KEY)
     assert data["edc"][0]["y"] == ev["curves"][orl.ORL_RUN]["fnmr"]
+
+
+def test_a_second_box_on_a_one_person_photo_is_dropped_with_its_landmarks(fo, orl, make_dataset):
+    from prefiqs_core import assets
+
+    path, _ = assets.orl_photos(1)[0]
+    ds = make_dataset([str(path)])
+    weak, strong = fo.Instance(), fo.Instance()
+    box = [0.2, 0.2, 0.5, 0.5]
+    points = [[0.3, 0.4], [0.4, 0.4], [0.6, 0.4], [0.7, 0.4], [0.5, 0.6]]
+    sample = ds.first()
+    sample["faces"] = fo.Detections(detections=[
+        fo.Detection(label="face", bounding_box=box, confidence=0.1, instance=weak),
+        fo.Detection(label="face", bounding_box=box, confidence=0.9, instance=strong)])
+    sample["faces_landmarks"] = fo.Keypoints(keypoints=[
+        fo.Keypoint(label="face", points=points, instance=weak),
+        fo.Keypoint(label="face", points=points, instance=strong)])
+    sample.save()
+    orl._keep_best_face(ds, "faces", "faces_landmarks")
+    sample.reload()
+    (det,) = sample["faces"].detections
+    (kp,) = sample["faces_landmarks"].keypoints
+    assert det.confidence == 0.9 and det.instance.id == kp.instance.id == strong.id
