@@ -1,5 +1,6 @@
-# make demo : set up on a fresh machine, fetch the real photos, score them, print the ranking, then build
-#             the FiftyOne dataset prefiqs-demo and serve the App (NO_APP=1 make demo: build and summarise only)
+# make demo : set up on a fresh machine, fetch the real photos and the ORL faces, score them, print the ranking,
+#             then build the FiftyOne dataset prefiqs-demo, evaluate on ORL's identities, print the EDC summary
+#             and serve the App (NO_APP=1 make demo: build and summarise only)
 # make test : set up and run every test
 PY ?= python3
 VENV ?= .venv

@@ -11,6 +11,15 @@ Two kinds of samples (field ``kind`` and the tags ``photo`` / ``chip``):
     (``fo.Classification``), ``degradation`` (``"clean"`` for the original), ``severity`` (the
     degradation's own parameter: blur sigma, pixels wide, noise sigma, JPEG quality, occluded
     fraction, brightness factor; ``None`` when clean) and ``level`` (0 clean, 1 mild, 2 strong).
+-   **ORL photos** (``kind="orl"``, tag ``orl``): 40 people × 10 real photos with an ``identity``,
+    a patch-level run ``prefiqs_orl`` on the same ``faces`` field and an evaluation ``orl_eval``
+    of it against sharpness and random (``operators/demo_orl.py``): the real identity variation
+    the chips lack, and the EDC curve the Face Quality panel draws.
+
+The App shows only the face boxes and the identities by default (``app_config.active_fields``),
+not the landmarks: on grid thumbnails the App's keypoint dots do not shrink with the image, so the
+5 points (four of them eye corners a few pixels apart) would cover the small faces; tick
+``faces_landmarks`` in the sidebar to see them.
 
 Every score is computed *through the operators* (``foo.get_operator(...)(view, ...)``), as a user's
 own dataset would be, so the demo also exercises the plugin's public path.
@@ -29,6 +38,7 @@ from PIL import Image
 
 from ..prefiqs_core import assets
 from ..prefiqs_core.degrade import DEGRADATIONS, degrade
+from .demo_orl import add_orl, orl_view
 from .faces import match_keypoints, patch_chips
 from .scoring import DEFAULT_BACKBONE, get_scorer
 
@@ -80,7 +90,8 @@ def chips_view(dataset):
 
 
 def build_demo_dataset(name: str = DATASET_NAME, chips_dir=None, backbone: str = DEFAULT_BACKBONE,
-                       device: Optional[str] = None, photos=None, log: Callable[[str], None] = lambda s: None):
+                       device: Optional[str] = None, photos=None, orl_people: Optional[int] = None,
+                       log: Callable[[str], None] = lambda s: None):
     """Build (or rebuild from scratch) the persistent demo dataset and score it through the operators.
 
     An existing dataset ``name`` is deleted first and the chip PNGs are rewritten, so that a re-run
@@ -92,6 +103,7 @@ def build_demo_dataset(name: str = DATASET_NAME, chips_dir=None, backbone: str =
             earlier build that are not rewritten are removed from it
         backbone ("dlib_resnet29"), device (None): passed to ``compute_prefiqs``
         photos (None): photo paths (default :func:`demo_photo_paths`)
+        orl_people (None): how many ORL people to add (the first ones; default all 40; 0: none)
         log: a callable receiving one line per step
 
     Returns:
@@ -102,8 +114,9 @@ def build_demo_dataset(name: str = DATASET_NAME, chips_dir=None, backbone: str =
     if fo.dataset_exists(name):
         fo.delete_dataset(name)
     ds = fo.Dataset(name, persistent=True)
-    ds.info = dict(description="PreFIQs demo: real photos (patch-level run 'prefiqs') and aligned chips with "
-                               "synthetic degradations (sample-level run 'prefiqs_chips')")
+    ds.info = dict(description="PreFIQs demo: real photos (patch-level run 'prefiqs'), aligned chips with "
+                               "synthetic degradations (sample-level run 'prefiqs_chips') and the ORL faces "
+                               "with identities (run 'prefiqs_orl', evaluation 'orl_eval')")
     ds.save()
     ds.add_samples([fo.Sample(filepath=str(p.resolve()), kind="photo", tags=["photo"]) for p in photos])
     photos_v = photos_view(ds)
@@ -127,6 +140,12 @@ def build_demo_dataset(name: str = DATASET_NAME, chips_dir=None, backbone: str =
     log("compute_prefiqs_visualization (one joint UMAP per run)")
     _op("compute_prefiqs_visualization")(photos_v, run_key=PHOTO_RUN, overwrite=True)
     _op("compute_prefiqs_visualization")(chips_v, run_key=CHIP_RUN, overwrite=True)
+    if orl_people != 0:
+        add_orl(ds, FACES, LANDMARKS, people=orl_people, backbone=backbone, device=device, log=log)
+        ds.save_view("orl", orl_view(ds), description="ORL faces: 40 people x 10 photos, with identities")
+    # the grid draws the face boxes and who each face is; not the landmarks (see the module docstring)
+    ds.app_config.active_fields = fo.ActiveFields(paths=[FACES, "identity"])
+    ds.save()
     ds.save_view("photos", photos_v, description="Whole photos with detected faces, scored per face")
     ds.save_view("chips", chips_v, description="Aligned chips: clean and synthetically degraded")
     ds.save_view("chips_worst_first", chips_v.sort_by(f"{CHIP_RUN}_quality"),

@@ -25,6 +25,11 @@ def extra_dir() -> Path:
     return data_dir() / "extra"
 
 
+def orl_dir() -> Path:
+    """The ORL / AT&T faces: ``s1`` .. ``s40``, one folder per person, ``1.pgm`` .. ``10.pgm`` each."""
+    return data_dir() / "orl"
+
+
 def models_dir() -> Path:
     return data_dir() / "models"
 
@@ -69,3 +74,16 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 def demo_photos() -> list[Path]:
     d = require(photos_dir(), "demo photos folder")
     return sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def orl_photos(people=None) -> list[tuple[Path, str]]:
+    """``(path, identity)`` of the ORL photos, person by person (``s1`` .. ``s40``), photo by photo.
+
+    Args:
+        people (None): how many people (the first ones, in number order), or all 40
+    """
+    d = require(orl_dir(), "ORL faces folder")
+    folders = sorted((p for p in d.iterdir() if p.is_dir() and p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))
+    if people is not None:
+        folders = folders[:int(people)]
+    return [(p, f.name) for f in folders for p in sorted(f.glob("*.pgm"), key=lambda p: int(p.stem))]

@@ -11,7 +11,8 @@ What it does, start to finish:
     ``tools/plugin_demo.py`` does with ``NO_APP=1``), chips written under the work directory;
 3.  serves the App (``fiftyone app launch --remote``) on a free 127.0.0.1 port;
 4.  drives Debian's Chromium through Playwright at 1600x1100, as ``tests/plugin/test_fo_app_browser.py``
-    does, and writes ``panel.png``, ``panel_maps.png``, ``worst_first.png``, ``operator_form.png``;
+    does, and writes ``grid.png``, ``panel_edc.png`` (the ORL run's EDC curves), ``panel.png``,
+    ``panel_maps.png``, ``worst_first.png``, ``operator_form.png``;
 5.  stops everything it started: the App's process groups, then mongod; removes the temp directory.
 
 ``--workdir DIR`` keeps the database and chips in DIR (re-runs then reuse the built dataset);
@@ -32,13 +33,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from app_ui import fill_compute_form  # tools/ is this script's folder, first on sys.path
+# tools/ is this script's folder, first on sys.path
+from app_ui import edc_plot, fill_compute_form, open_dataset, open_face_quality_panel
 from fo_processes import CHROMIUM_ARGS, AppServer, PrivateMongo, find_chromium, fiftyone_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "@prefiqs/prefiqs"
 DATASET = "prefiqs-demo"
-CHIP_RUN = "prefiqs_chips"
+ORL_RUN = "prefiqs_orl"
 VIEWPORT = {"width": 1600, "height": 1100}
 
 
@@ -57,7 +59,7 @@ def ensure_demo(chips_dir: Path, device: str | None):
 
     if fo.dataset_exists(DATASET):
         ds = fo.load_dataset(DATASET)
-        if CHIP_RUN in ds.list_runs():
+        if {ORL_RUN, "orl_eval"} <= set(ds.list_runs()):  # built by this version of the demo
             log(f"dataset {DATASET!r} exists ({len(ds)} samples): reused")
             return ds
     op = foo.get_operator(f"{PLUGIN}/compute_prefiqs")  # loads the plugin package
@@ -113,28 +115,26 @@ def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: 
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(60_000)
-            page.goto(f"{app.url}/datasets/{DATASET}", wait_until="load")  # not "networkidle": the App streams
-            try:
-                page.get_by_text("Dismiss", exact=True).click(timeout=20_000)  # "Explore Enterprise" popover
-            except Exception:
-                page.keyboard.press("Escape")
+            open_dataset(page, f"{app.url}/datasets/{DATASET}")
+            # the grid as a user first sees it: face boxes and identities, the landmarks unticked
+            settle(page, 6000)  # let the thumbnails paint
+            shot(page, "grid.png")
 
-            # the panel, from the "+" menu of the samples space
-            page.locator("[data-cy=new-panel-btn]").first.click()
-            page.get_by_text("Face Quality", exact=True).first.click()
-            page.get_by_text("Show worst first", exact=True).wait_for()
+            # the panel, from the "+" menu of the samples space: it opens on the newest run, the
+            # ORL faces', whose evaluation draws the EDC curves
+            open_face_quality_panel(page)
+            edc = edc_plot(page)
+            edc.wait_for()
+            scroll_panel_to(edc)
+            settle(page)
+            shot(page, "panel_edc.png")
 
-            # the chips run (sample level, 169 chips, both maps): pick it if it is not already shown
-            summary = page.get_by_text(f"{CHIP_RUN}:", exact=False)
-            if not page.locator(f"input[value={CHIP_RUN}]").count():
-                page.get_by_text("PreFIQs run").locator("xpath=following::*[@role='combobox'][1]").click()
-                page.get_by_role("option", name=CHIP_RUN, exact=True).click()
-            summary.first.wait_for()
-            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3")
+            # the same run from the top: histogram, threshold and both maps of the ORL faces
+            scroll_panel_to(page.get_by_text("PreFIQs run").first)
             page.wait_for_function(
                 f"document.querySelectorAll('.js-plotly-plot .scatterlayer .point').length >= {2 * expected_points}")
             page.get_by_text("Dense (full network)").wait_for()
-            page.get_by_text("below").first.wait_for()
+            page.get_by_text("faces below").first.wait_for()
             settle(page)
             shot(page, "panel.png")
 
@@ -143,7 +143,7 @@ def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: 
             settle(page)
             shot(page, "panel_maps.png")
 
-            # worst first: the grid sorted by quality, worst chips first
+            # worst first: the ORL faces as patches, sorted by quality, worst first
             with page.expect_response(lambda r: "graphql" in r.url
                                       and "paginateSamplesQuery" in (r.request.post_data or "")):
                 page.get_by_text("Show worst first", exact=True).click()
@@ -190,12 +190,12 @@ def main(argv=None) -> int:
         fiftyone_env(mongo.uri, mongo.dbpath, work / "home", ROOT)
         os.environ.setdefault("PREFIQS_DATA", str(ROOT / "data"))
         ds = ensure_demo(work / "chips", args.device)
-        from fiftyone import ViewField as F
 
-        n_chips = len(ds.match(F("kind") == "chip"))
+        # the panel opens on the newest run, the ORL faces' (patch level, with its EDC)
+        n_faces = ds.count(f"faces.detections.{ORL_RUN}_quality")
         app = AppServer(DATASET, work / "app.log")
         log(f"App on {app.url} (log {work / 'app.log'})")
-        take_screenshots(app, chromium, Path(args.out), n_chips)
+        take_screenshots(app, chromium, Path(args.out), n_faces)
         status = 0
     except KeyboardInterrupt:
         log("interrupted")

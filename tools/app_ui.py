@@ -21,3 +21,24 @@ def fill_compute_form(page, run_key: str, delay: int = 50):
     field.type(run_key, delay=delay)
     field.press("Tab")
     taken.wait_for(state="detached")
+
+
+def open_dataset(page, url: str):
+    """Load the App on ``url`` (a dataset's page) and close the "Explore Enterprise" popover."""
+    page.goto(url, wait_until="load")  # never "networkidle": the App streams
+    try:
+        page.get_by_text("Dismiss", exact=True).click(timeout=20_000)
+    except Exception:  # no popover this time
+        page.keyboard.press("Escape")
+
+
+def open_face_quality_panel(page):
+    """Open the Face Quality panel from the "+" menu of the samples space; wait for its buttons."""
+    page.locator("[data-cy=new-panel-btn]").first.click()
+    page.get_by_text("Face Quality", exact=True).first.click()
+    page.get_by_text("Show worst first", exact=True).wait_for()
+
+
+def edc_plot(page):
+    """The panel's error-versus-discard plot (a plotly figure titled by ``panel_edc.edc_layout``)."""
+    return page.locator(".js-plotly-plot", has_text="Error versus discard (EDC)")

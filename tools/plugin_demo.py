@@ -38,13 +38,13 @@ def configure_env():
     os.environ.setdefault("PREFIQS_DATA", str(ROOT / "data"))
 
 
-def demo_module():
-    """``operators/demo_dataset.py`` as FiftyOne loaded the plugin, so it shares the operators' caches."""
+def demo_module(name: str = "demo_dataset"):
+    """``operators/<name>.py`` as FiftyOne loaded the plugin, so it shares the operators' caches."""
     import fiftyone.operators as foo
 
     op = foo.get_operator(f"{PLUGIN}/compute_prefiqs")  # loads the plugin package
     package = type(op).__module__.rsplit(".", 1)[0]  # <plugin package>.operators
-    return importlib.import_module(f"{package}.demo_dataset")
+    return importlib.import_module(f"{package}.{name}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -199,6 +199,7 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="prefiqs-demo", help="dataset name (rebuilt from scratch)")
     ap.add_argument("--chips-dir", help="where chip PNGs are written (default $PREFIQS_DATA/demo_chips)")
     ap.add_argument("--device", help="cpu, cuda... (default: auto)")
+    ap.add_argument("--orl-people", type=int, help="ORL people to add (default all 40; 0: none)")
     ap.add_argument("--port", type=int, default=int(os.environ.get("PREFIQS_APP_PORT", DEFAULT_PORT)))
     ap.add_argument("--address", default="127.0.0.1")
     ap.add_argument("--no-app", action="store_true", help="do not launch the App (also: NO_APP=1)")
@@ -208,11 +209,15 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     demo = demo_module()
-    ds = demo.build_demo_dataset(args.name, chips_dir=args.chips_dir, device=args.device,
+    ds = demo.build_demo_dataset(args.name, chips_dir=args.chips_dir, device=args.device, orl_people=args.orl_people,
                                  log=lambda s: print(f"[{time.time() - t0:5.1f} s] {s}", flush=True))
     summary = demo.demo_summary(ds)
     print(f"built in {time.time() - t0:.1f} s\n")
     print(demo.format_summary(summary), flush=True)
+    if args.orl_people != 0:
+        orl = demo_module("demo_orl")
+        summary["orl"] = orl.orl_summary(ds)
+        print("\n" + orl.format_orl_summary(summary["orl"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     print(f"\nopen it later with: FIFTYONE_PLUGINS_DIR={ROOT} fiftyone app launch {ds.name}")

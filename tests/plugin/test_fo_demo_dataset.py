@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULE = "fiftyone.plugins.orgs.prefiqs.prefiqs"  # the plugin package as FiftyOne loads it (see conftest)
 NAME = "prefiqs-demo-test"
 IDENTITIES = {"obama", "biden", "astronaut"} | {f"friends_t1_face{k}" for k in range(6)}
+ORL_PEOPLE = 3  # the demo adds all 40; three keep the build short and still give genuine and impostor pairs
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def chips_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(fo, demo, photos, chips_dir):
     """The demo dataset as ``NO_APP=1 make demo`` builds it (``photos`` only skips without assets)."""
-    ds = demo.build_demo_dataset(NAME, chips_dir=chips_dir)
+    ds = demo.build_demo_dataset(NAME, chips_dir=chips_dir, orl_people=ORL_PEOPLE)
     yield ds
     if fo.dataset_exists(NAME):
         fo.delete_dataset(NAME)
@@ -82,8 +83,8 @@ def test_scores_and_both_umap_maps(built, demo):
     assert len(face_q) == 14 and all(0 < q <= 1 for q in face_q)
     assert chips.count("prefiqs_chips_quality") == len(chips) and chips.count("prefiqs_chips_error") == 0
     maps = set(ds.list_brain_runs(type="visualization"))
-    assert maps == {"prefiqs_dense_umap", "prefiqs_pruned_umap", "prefiqs_chips_dense_umap",
-                    "prefiqs_chips_pruned_umap"}
+    assert maps == {f"{run}_{net}_umap" for run in ("prefiqs", "prefiqs_chips", "prefiqs_orl")
+                    for net in ("dense", "pruned")}
     assert ds.load_brain_results("prefiqs_dense_umap").points.shape == (14, 2)
     assert ds.load_brain_results("prefiqs_chips_pruned_umap").points.shape == (len(chips), 2)
 
@@ -126,12 +127,33 @@ def test_summary_is_computed_from_the_data(built, demo):
         view.set_values("prefiqs_chips_quality", saved)
 
 
+def test_orl_photos_are_scored_and_evaluated(built, demo):
+    ds = built
+    orl = ds.match(F("kind") == "orl")
+    assert len(orl) == ORL_PEOPLE * 10 and orl.distinct("identity.label") == ["s1", "s2", "s3"]
+    assert "orl" in ds.list_saved_views() and len(ds.load_saved_view("orl")) == len(orl)
+    # every ORL photo has a scored face or the reason it has none
+    scored = orl.match(F("faces.detections").filter(F("prefiqs_orl_quality").exists()).length() > 0)
+    assert len(scored) + orl.count("prefiqs_orl_error") == len(orl)
+    ev = ds.get_run_info("orl_eval").config
+    assert ev.quality_fields == ["prefiqs_orl", "sharpness", "random"] and ev.quality_run == "prefiqs_orl"
+    # the photos' and chips' runs did not score the ORL faces, nor the ORL run theirs
+    assert orl.count("faces.detections.prefiqs_quality") == 0
+    assert demo.photos_view(ds).count("faces.detections.prefiqs_orl_quality") == 0
+
+
+def test_landmarks_are_hidden_in_the_grid_by_default(built):
+    active = built.app_config.active_fields
+    assert not active.exclude and active.paths == ["faces", "identity"]
+    assert built.has_field("faces_landmarks")  # hidden, not removed: the sidebar checkbox shows it
+
+
 def test_rebuild_gives_the_same_dataset(built, demo, chips_dir):
     before = demo.demo_summary(built)
     paths = sorted(built.values("filepath"))
     stale = chips_dir / "someone_f0_blur9.png"  # a chip an older build wrote, not part of this one
     stale.write_bytes(b"")
-    ds = demo.build_demo_dataset(NAME, chips_dir=chips_dir)
+    ds = demo.build_demo_dataset(NAME, chips_dir=chips_dir, orl_people=ORL_PEOPLE)
     assert len(ds) == len(paths) and sorted(ds.values("filepath")) == paths  # no duplicates
     assert not stale.exists() and len(list(chips_dir.glob("*.png"))) == len(demo.chips_view(ds))
     after = demo.demo_summary(ds)
