@@ -30,6 +30,7 @@ demo: setup assets
 
 test: setup assets
 	@command -v chromium >/dev/null || echo "\n*** NO CHROMIUM: the App's browser test will be SKIPPED (apt-get install chromium) ***\n"
+	@[ "$$CI" = true ] || [ "$$PREFIQS_SLOW" = 1 ] || echo "\n*** the install tests (fresh virtualenvs, minutes) are SKIPPED: CI=true make test runs them ***\n"
 	$(VPY) -m pytest -c tests/pytest.ini --rootdir tests tests $(PYTEST_ARGS)
 
 sweep: setup assets

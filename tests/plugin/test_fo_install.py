@@ -55,7 +55,9 @@ def user(tmp_path_factory):
     assert low["torch"] != pins()["torch"], "the user's torch must differ from the pinned one"
     work = tmp_path_factory.mktemp("user")
     venv = Venv(work / "venv")
-    venv.pip_install(f"torch=={low['torch']}", f"fiftyone=={low['fiftyone']}")
+    # graphql-core 3.3 (newer than FiftyOne 1.14.0) breaks that release's strawberry-graphql; a user's
+    # working FiftyOne 1.14 has an older one
+    venv.pip_install(f"torch=={low['torch']}", f"fiftyone=={low['fiftyone']}", "graphql-core<3.3")
     plugins = work / "plugins"
     source_copy(plugins / "prefiqs")
     # the session's mongod binary; FiftyOne 1.14's own fiftyone-db sdist carries none offline
