@@ -2,8 +2,9 @@
 that already holds the oldest FiftyOne we claim and a torch other than the pinned one.
 
 `--install` must keep both, add no test tool, and leave operators that load and score. Then every
-runtime requirement is taken down to its declared minimum and the plugin tests run there, so the
-lower bounds in requirements.txt are tested ones. Minutes of installing: CI only (CI=true)."""
+runtime requirement is taken down to its declared minimum and the plugin tests (and the library tests
+that need no ONNX extra) run there, so the lower bounds in requirements.txt are tested ones. Minutes of
+installing: CI only (CI=true)."""
 import json
 import os
 import shutil
@@ -119,8 +120,13 @@ def test_operators_load_and_score_two_chips(user):
     assert 0 < blurred < sharp <= 1, result["quality"]
 
 
+# the library's own tests that need neither the ONNX extra nor a test asset tool, at the same minimums
+LIBRARY_TESTS = ["tests/test_cli.py", "tests/test_scoring.py", "tests/test_pipeline.py", "tests/test_pruning.py",
+                 "tests/test_alignment.py"]
+
+
 @slow
-def test_plugin_tests_pass_at_the_declared_minimums(user):
+def test_plugin_and_library_tests_pass_at_the_declared_minimums(user):
     low = lower_bounds()
     exact = user.work / "minimums.txt"
     exact.write_text("".join(f"{name}=={version}\n" for name, version in low.items()))
@@ -132,8 +138,8 @@ def test_plugin_tests_pass_at_the_declared_minimums(user):
     assert {n: Version(installed[n]).public for n in low} == low  # torch 2.13.0+cpu is 2.13.0
     # the browser test needs Playwright and Chromium, and this file would recurse
     proc = user.run(user.python, "-m", "pytest", "-c", "tests/pytest.ini", "--rootdir", "tests", "tests/plugin",
-                    "-q", "-p", "no:cacheprovider", "--ignore", "tests/plugin/test_fo_app_browser.py",
-                    "--ignore", "tests/plugin/test_fo_install.py", cwd=ROOT, check=False, timeout=1800,
+                    *LIBRARY_TESTS, "-q", "-p", "no:cacheprovider", "--ignore", "tests/plugin/test_fo_app_browser.py",
+                    "--ignore", "tests/plugin/test_fo_install.py", cwd=ROOT, check=False, timeout=2400,
                     env=dict(os.environ, CI="", PREFIQS_SLOW=""))
     tail = proc.stdout[-4000:]
     print(tail)
