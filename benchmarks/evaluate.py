@@ -5,7 +5,7 @@ speed and memory, and the paper-style table on public verification benchmarks.
 Without --bin / --identity-folder / --ijb it runs the built-in sections:
 
 1. real faces: every face detected in the real photos (plus mirror images), each also degraded
-   synthetically (6 kinds x 2 severities, ``prefiqs_core.degrade``). Identity = the photo's person
+   synthetically (6 kinds x 2 severities, ``prefiqs_core.evaluation.degrade``). Identity = the photo's person
    (obama*.jpg and obama_partial_face*.jpg are one person; every other face is its own identity),
    so the genuine pairs compare a face with its mirror and its degraded copies: the intra-identity
    variation is synthetic. pAUC of the FNM-EDC up to 20 % and 30 % discarded, both conventions
@@ -41,14 +41,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from prefiqs_core.alignment import convert_chip, resize_chip  # noqa: E402
 from prefiqs_core.backbones import load_backbone  # noqa: E402
-from prefiqs_core.baselines import PreFIQsMethod, available_methods  # noqa: E402
-from prefiqs_core.benchmarks_io import read_identity_folder, read_verification_bin  # noqa: E402
+from prefiqs_core.evaluation.baselines import PreFIQsMethod, available_methods  # noqa: E402
+from prefiqs_core.evaluation.benchmarks_io import read_identity_folder, read_verification_bin  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
-from prefiqs_core.degrade import degraded_set  # noqa: E402
+from prefiqs_core.evaluation.degrade import degraded_set  # noqa: E402
 from prefiqs_core.demo import collect_demo_chips  # noqa: E402
 from prefiqs_core.evaluation import edc, pair_quality_from, pauc, plot_edc  # noqa: E402
-from prefiqs_core.ijb import read_ijb  # noqa: E402
-from prefiqs_core.pairs import TEMPLATE_QUALITY, aggregate_templates, make_pairs  # noqa: E402
+from prefiqs_core.evaluation.ijb import read_ijb  # noqa: E402
+from prefiqs_core.evaluation.pairs import TEMPLATE_QUALITY, aggregate_templates, make_pairs  # noqa: E402
 from prefiqs_core.pipeline import ChipDataset, iter_images  # noqa: E402
 from prefiqs_core.pruning import PruneSpec  # noqa: E402
 from speed import jittered, timed_pair  # noqa: E402

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time and memory of the IJB-C protocol handling at full size, without the images: meta files of
 IJB-C's size (227,630 faces, 23,124 templates, 15.66 M template pairs) are written with random
-content in IJB-C's format, then read (``prefiqs_core.ijb.read_ijb``), sub-sampled, and the
+content in IJB-C's format, then read (``prefiqs_core.evaluation.ijb.read_ijb``), sub-sampled, and the
 templates aggregated from random 512-D embeddings (``aggregate_templates``) and compared.
 
     python benchmarks/ijb_meta.py                   # full IJB-C size
@@ -22,8 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prefiqs_core.ijb import read_ijb  # noqa: E402
-from prefiqs_core.pairs import aggregate_templates, template_pair_similarities  # noqa: E402
+from prefiqs_core.evaluation.ijb import read_ijb  # noqa: E402
+from prefiqs_core.evaluation.pairs import aggregate_templates, template_pair_similarities  # noqa: E402
 
 FACES, TEMPLATES, PAIRS, MEDIA = 227_630, 23_124, 15_658_489, 120_000
 

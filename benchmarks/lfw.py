@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prefiqs_core.backbones import load_backbone  # noqa: E402
-from prefiqs_core.baselines import EmbeddingNorm, available_methods  # noqa: E402
+from prefiqs_core.evaluation.baselines import EmbeddingNorm, available_methods  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation import edc, pauc  # noqa: E402
-from prefiqs_core.lfw import (FaceSet, PairSet, impostor_qualities, people_bootstrap,  # noqa: E402
+from prefiqs_core.evaluation.lfw import (FaceSet, PairSet, impostor_qualities, people_bootstrap,  # noqa: E402
                               people_halves, threshold_at, weighted_pauc)
 from prefiqs_core.pruning import format_prune, parse_prune, prune_tail  # noqa: E402
 from prefiqs_core.trunk import run_stages, stage_macs, stages_of  # noqa: E402
@@ -310,7 +310,7 @@ def main(argv=None):
     names = [n for n in args.baselines.split(",") if n]
     baselines = available_methods(bb, [n for n in names if n != "face_size"]) if names else {}
     if "face_size" in names:
-        from prefiqs_core.baselines import make_method
+        from prefiqs_core.evaluation.baselines import make_method
         baselines["face_size"] = make_method("face_size")
     rows = run(bench, settings, baselines)
     md = table(rows, default)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prefiqs_core import assets  # noqa: E402
 from prefiqs_core.backbones import load_backbone  # noqa: E402
-from prefiqs_core.degrade import degraded_set  # noqa: E402
+from prefiqs_core.evaluation.degrade import degraded_set  # noqa: E402
 from prefiqs_core.demo import collect_demo_chips  # noqa: E402
 from prefiqs_core.pruning import PruneSpec, format_prune, parse_prune  # noqa: E402
 from prefiqs_core.scoring import PreFIQs  # noqa: E402
@@ -171,7 +171,7 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
 def main(argv=None):
     from lfw import BASELINES, DEFAULT_DIR, LFWBench, plot, run
 
-    from prefiqs_core.baselines import available_methods, make_method
+    from prefiqs_core.evaluation.baselines import available_methods, make_method
     from prefiqs_core.defaults import default_pruning
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

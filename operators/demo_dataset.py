@@ -6,7 +6,7 @@ Two kinds of samples (field ``kind`` and the tags ``photo`` / ``chip``):
     with faces and 5 landmarks found by ``detect_faces`` and a patch-level PreFIQs run ``prefiqs``
     on the ``faces`` Detections;
 -   **chips**: the aligned chip of each person's face, cut from those very detections, saved as a
-    PNG, plus synthetic degradations of it (``prefiqs_core.degrade``: every kind at every level),
+    PNG, plus synthetic degradations of it (``prefiqs_core.evaluation.degrade``: every kind at every level),
     with a sample-level run ``prefiqs_chips`` (``aligned=True``). Each chip carries ``identity``
     (``fo.Classification``), ``degradation`` (``"clean"`` for the original), ``severity`` (the
     degradation's own parameter: blur sigma, pixels wide, noise sigma, JPEG quality, occluded
@@ -37,7 +37,7 @@ from fiftyone import ViewField as F
 from PIL import Image
 
 from ..prefiqs_core import assets
-from ..prefiqs_core.degrade import DEGRADATIONS, degrade
+from ..prefiqs_core.evaluation.degrade import DEGRADATIONS, degrade
 from .demo_orl import add_orl, orl_view
 from .faces import match_keypoints, patch_chips
 from .scoring import DEFAULT_BACKBONE, get_scorer

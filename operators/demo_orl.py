@@ -30,9 +30,9 @@ import fiftyone.operators as foo
 from fiftyone import ViewField as F
 
 from ..prefiqs_core import assets
-from ..prefiqs_core.baselines import RandomQuality, Sharpness
+from ..prefiqs_core.evaluation.baselines import RandomQuality, Sharpness
 from ..prefiqs_core.evaluation import fnmr_at
-from ..prefiqs_core.pairs import count_impostor_pairs
+from ..prefiqs_core.evaluation.pairs import count_impostor_pairs
 from . import runs
 from .evaluation import load_evaluation
 from .faces import match_keypoints, patch_chips

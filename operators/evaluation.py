@@ -19,7 +19,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..prefiqs_core.evaluation import CONVENTIONS, edc, pair_quality_from, pauc, plot_edc
-from ..prefiqs_core.pairs import (DEFAULT_MAX_IMPOSTORS, TEMPLATE_QUALITY, build_templates, make_pairs,
+from ..prefiqs_core.evaluation.pairs import (DEFAULT_MAX_IMPOSTORS, TEMPLATE_QUALITY, build_templates, make_pairs,
                                   pair_similarities)
 from . import __version__, runs
 from .progress import Progress, drive

@@ -13,7 +13,7 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ..prefiqs_core.ijb import read_ijb
+from ..prefiqs_core.evaluation.ijb import read_ijb
 from .progress import Progress, drive
 
 FACE_FIELD = "face"
@@ -94,7 +94,7 @@ def load_ijb(root, dataset_name=None, target=None, max_templates=None, max_pairs
     """Imports an IJB-B/C release (``IJB_release`` or its ``IJBC`` folder) as a FiftyOne dataset.
 
     Args:
-        root: the release folder (see ``prefiqs_core.ijb.read_ijb``)
+        root: the release folder (see ``prefiqs_core.evaluation.ijb.read_ijb``)
         dataset_name (None): default ``"ijbc"`` / ``"ijbb"``
         target (None): ``"IJBC"`` or ``"IJBB"`` when ``root`` holds both
         max_templates, max_pairs, seed: import a seeded subset (``IJBProtocol.subset``): only the

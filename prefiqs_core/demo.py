@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import assets
-from .degrade import degrade
+from .evaluation.degrade import degrade
 from .pipeline import ChipDataset, iter_images
 
 DEMO_DEGRADATIONS = [("blur", 4.0), ("downscale", 24), ("noise", 40.0), ("occlusion", 0.5), ("darken", 0.25)]

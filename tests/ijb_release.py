@@ -5,7 +5,7 @@ from PIL import Image
 
 from prefiqs_core import assets
 from prefiqs_core.alignment import YuNetDetector
-from prefiqs_core.degrade import blur, downscale
+from prefiqs_core.evaluation.degrade import blur, downscale
 from prefiqs_core.images import load_rgb
 
 

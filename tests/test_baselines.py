@@ -8,10 +8,10 @@ from torch import nn
 
 from prefiqs_core.backbones import from_module
 from prefiqs_core.backbones.base import Preprocess
-from prefiqs_core.baselines import (SERFIQ, EmbeddingNorm, FaceSize, GraFIQs, JVPSensitivity,
+from prefiqs_core.evaluation.baselines import (SERFIQ, EmbeddingNorm, FaceSize, GraFIQs, JVPSensitivity,
                                     PreFIQsMethod, QualityMethod, RandomQuality, Sharpness,
                                     available_methods, make_method, serfiq_score)
-from prefiqs_core.degrade import blur
+from prefiqs_core.evaluation.degrade import blur
 from prefiqs_core.pruning import PruneSpec
 
 # ---- Tiny linear "network": 2x2 RGB chip → flatten (12) → W → 2-D embedding ----------------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prefiqs_core.benchmarks_io import (BenchmarkFormatError, read_identity_folder,
+from prefiqs_core.evaluation.benchmarks_io import (BenchmarkFormatError, read_identity_folder,
                                         read_verification_bin, safe_unpickle)
 
 
@@ -106,7 +106,7 @@ def test_malicious_bin_is_refused_and_runs_nothing(tmp_path, chips112):
             read_verification_bin(path)
         assert not marker.exists()
     # The unpickler alone (no opcode scan) refuses to look up any global either.
-    from prefiqs_core.benchmarks_io import _NoGlobalsUnpickler
+    from prefiqs_core.evaluation.benchmarks_io import _NoGlobalsUnpickler
     with pytest.raises(BenchmarkFormatError, match="refusing to load builtins.exec"):
         _NoGlobalsUnpickler(io.BytesIO(pickle.dumps(_Payload(marker), protocol=4))).load()
     assert not marker.exists()

@@ -10,7 +10,7 @@ from PIL import Image
 def write_tiny_bin(path, chips):
     """8 genuine pairs (a chip and its blurred copy) and 8 impostor pairs (neighbouring faces)."""
     from prefiqs_core.alignment import convert_chip
-    from prefiqs_core.degrade import blur
+    from prefiqs_core.evaluation.degrade import blur
 
     def jpeg(chip):
         buf = io.BytesIO()

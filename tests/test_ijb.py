@@ -9,8 +9,8 @@ from PIL import Image
 
 from ijb_release import loose_crops, write_release
 from prefiqs_core.alignment import warp_to_template
-from prefiqs_core.ijb import IJBFormatError, find_release, read_ijb
-from prefiqs_core.pairs import aggregate_templates, build_templates, template_pair_similarities
+from prefiqs_core.evaluation.ijb import IJBFormatError, find_release, read_ijb
+from prefiqs_core.evaluation.pairs import aggregate_templates, build_templates, template_pair_similarities
 from prefiqs_core.pipeline import ChipDataset, iter_images
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from prefiqs_core.evaluation import edc, fmr_threshold, pauc
-from prefiqs_core.lfw import (PairSet, impostor_qualities, impostor_similarities, people_bootstrap,
+from prefiqs_core.evaluation.lfw import (PairSet, impostor_qualities, impostor_similarities, people_bootstrap,
                               people_halves, read_people, threshold_at, weighted_pauc)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ import pytest
 
 from prefiqs_core import assets
 from prefiqs_core.evaluation import edc, fmr_threshold, pair_quality_from
-from prefiqs_core.pairs import build_templates, make_pairs, pair_similarities
+from prefiqs_core.evaluation.pairs import build_templates, make_pairs, pair_similarities
 from prefiqs_core.pipeline import ChipDataset, iter_images
 
 PEOPLE = 12  # 120 photos: 540 genuine and about 6,500 impostor pairs, scored in seconds

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from prefiqs_core.pairs import (build_templates, cosine_similarities, count_impostor_pairs,
+from prefiqs_core.evaluation.pairs import (build_templates, cosine_similarities, count_impostor_pairs,
                                 genuine_pairs, impostor_pairs, make_pairs, pair_similarities)
 
 # Faces 0..5; face 3 is unlabeled. Identities: a = {0, 2}, b = {1, 4}, c = {5}.

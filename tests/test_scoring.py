@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from prefiqs_core import assets
-from prefiqs_core.degrade import degrade
+from prefiqs_core.evaluation.degrade import degrade
 from prefiqs_core.pruning import PruneSpec, prune_copy
 from prefiqs_core.scoring import PreFIQs, quality_from_drift
 from prefiqs_core.sensitivity import drift_along, jvp_norm

@@ -35,7 +35,7 @@ def identity_of(caption):
 def faces_ds(fo, tmp_path_factory, ev):
     from PIL import Image
     from prefiqs_core.backbones import load_backbone
-    from prefiqs_core.degrade import degrade
+    from prefiqs_core.evaluation.degrade import degrade
     from prefiqs_core.demo import collect_demo_chips
 
     chips, captions, _ = collect_demo_chips(load_backbone("dlib_resnet29").preprocess)
@@ -65,7 +65,7 @@ def run(ds, view=None, **params):
 def direct_curve(labels, quality, dense, threshold, max_impostors=100_000):
     """The same EDC computed straight from prefiqs_core, without the plugin."""
     from prefiqs_core.evaluation import edc, pair_quality_from
-    from prefiqs_core.pairs import make_pairs, pair_similarities
+    from prefiqs_core.evaluation.pairs import make_pairs, pair_similarities
 
     pairs = make_pairs(labels, max_impostors=max_impostors, seed=0)
     q = np.asarray(quality, float)
@@ -168,7 +168,7 @@ def test_templates_compare_template_features_rated_by_their_worst_face(faces_ds,
     """IJB-style: each face's clean chip is one template, its two degraded copies another; the stored
     curve is the one prefiqs_core computes from the template features and min qualities."""
     from prefiqs_core.evaluation import edc, pair_quality_from
-    from prefiqs_core.pairs import build_templates, make_pairs, pair_similarities
+    from prefiqs_core.evaluation.pairs import build_templates, make_pairs, pair_similarities
 
     tmpl = [f"{p.split('/')[-1][:2]}-{'A' if v == 'clean' else 'B'}"
             for p, v in zip(*faces_ds.values(["filepath", "variant"]))]

@@ -24,7 +24,7 @@ def release(tmp_path_factory):
 
 def test_import_then_score_with_the_releases_points(fo, plugin, release):
     from prefiqs_core.backbones import load_backbone
-    from prefiqs_core.ijb import read_ijb
+    from prefiqs_core.evaluation.ijb import read_ijb
     from prefiqs_core.pipeline import ChipDataset, iter_images
     from prefiqs_core.scoring import PreFIQs
 

@@ -69,7 +69,7 @@ def test_baselines_are_the_chips_sharpness_and_a_seeded_random(orl_ds, orl):
 
 def test_evaluation_matches_a_direct_computation(orl_ds, orl):
     from prefiqs_core.evaluation import edc, pair_quality_from, pauc
-    from prefiqs_core.pairs import make_pairs, pair_similarities
+    from prefiqs_core.evaluation.pairs import make_pairs, pair_similarities
 
     rec = foo.get_operator(P + "evaluate_face_quality")  # registered, and what add_orl called
     assert rec is not None

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones.base import Backbone, prunable_modules
-from .pruning import prune_copy
-from .scoring import PreFIQs, as_specs, quality_from_drift
-from .sensitivity import jvp_norm
+from ..backbones.base import Backbone, prunable_modules
+from ..pruning import prune_copy
+from ..scoring import PreFIQs, as_specs, quality_from_drift
+from ..sensitivity import jvp_norm
 
 
 class QualityMethod:
@@ -275,7 +275,7 @@ class JVPSensitivity(_NetworkMethod):
     name = "JVP"
 
     def __init__(self, backbone: Backbone, pruning=None, batch_size: int = 16):
-        from .defaults import default_pruning
+        from ..defaults import default_pruning
 
         super().__init__(backbone, batch_size)
         self.specs = as_specs(pruning if pruning is not None else default_pruning(backbone.name))

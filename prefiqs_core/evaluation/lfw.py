@@ -73,11 +73,11 @@ _DETECTOR = None
 
 def _detect_one(path: str):
     """Centre-most face of one image: (box, score, 5 points in dlib order) or None; chips later."""
-    from .images import load_rgb
+    from ..images import load_rgb
 
     global _DETECTOR
     if _DETECTOR is None:
-        from .alignment import DlibDetector
+        from ..alignment import DlibDetector
         _DETECTOR = DlibDetector()
     img = load_rgb(path)
     faces = _DETECTOR.detect(img)
@@ -100,8 +100,8 @@ def detect_folder(paths, workers: int | None = None, progress=None) -> dict:
     """Boxes and 5 points for every image; images with no face get the median box's points."""
     from multiprocessing import get_context
 
-    from .alignment import DlibDetector
-    from .images import load_rgb
+    from ..alignment import DlibDetector
+    from ..images import load_rgb
 
     workers = workers if workers is not None else max(1, os.cpu_count() or 1)
     if workers > 1:
@@ -137,8 +137,8 @@ def align_folder(paths, detections: dict, template) -> np.ndarray:
     (dlib's own chip extractor for its 150 px template, a similarity warp otherwise)."""
     import dlib
 
-    from .alignment import Face, align_face, get_template
-    from .images import load_rgb
+    from ..alignment import Face, align_face, get_template
+    from ..images import load_rgb
 
     t = get_template(template)
     chips = np.zeros((len(paths), t.size, t.size, 3), np.uint8)
@@ -183,7 +183,7 @@ class FaceSet:
         return cls(Path(root), cache, paths, labels, det)
 
     def chips(self, template) -> np.ndarray:
-        from .alignment import get_template
+        from ..alignment import get_template
 
         name = get_template(template).name
         f = self.cache / f"chips_{name}.npy"
