@@ -55,23 +55,23 @@ class PrefiqsPanel(foo.Panel):
     # --------------------------------------------------------------------------------------------
 
     def execute(self, ctx):
+        if ctx.params.get("__method__") in (None, "on_startup"):  # registration: no panel yet
+            return super().execute(ctx)
         # What the panel computed lives on the server (an execution store per panel), not only in
         # the panel state: the App's form writes its own, older copy of the whole state back on
         # widget changes, which used to undo the panel's updates (a switched run reverted, a count
         # shown for another threshold). The server's copy wins over what an event brings.
         memory, panel_id = ctx.store(MEMORY_STORE), ctx.params.get("panel_id") or "panel"
-        if ctx.params.get("__method__") not in (None, "on_startup"):
-            ctx.panel_state.update(memory.get(panel_id) or {})
+        ctx.panel_state.update(memory.get(panel_id) or {})
         # The form also copies the panel *data* (plot traces) into the state; the App then merges
         # that stale copy under fresh data array by array, so old points and drift segments stayed
-        # drawn. Each event drops the copy before anything is drawn.
+        # drawn. Each event drops the copy (maps and curves are also drawn under new names).
         stale = {k: None for k, v in ctx.panel_state.items() if v is not None and _is_data_key(k)}
         if stale:
             ctx.panel.set_state(stale)
         result = super().execute(ctx)
-        if ctx.params.get("__method__") not in (None, "on_startup"):
-            memory.set(panel_id, {k: ctx.panel_state.get(k) for k in COMPUTED if k in ctx.panel_state},
-                       ttl=MEMORY_TTL_S)
+        memory.set(panel_id, {k: ctx.panel_state.get(k) for k in COMPUTED if k in ctx.panel_state},
+                   ttl=MEMORY_TTL_S)
         return result
 
     def on_load(self, ctx):
@@ -131,7 +131,7 @@ class PrefiqsPanel(foo.Panel):
 
     def _set_threshold(self, ctx, value, echo):
         try:
-            value = round(float(value), 4)
+            value = float(value)
         except (TypeError, ValueError):
             return
         state = ctx.panel.state

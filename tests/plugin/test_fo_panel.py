@@ -93,6 +93,11 @@ def _faces(ds):
     return {i: v for i, v in zip(ids, q) if v is not None}
 
 
+def _moved(ds, state, t):
+    """The state after the user moved the threshold slider to ``t``."""
+    return dict(call(ds, "on_change_threshold", state=state, value=t).state)
+
+
 def _loaded(ds, run_key="prefiqs", view=None, **state):
     first = call(ds, "on_load", state=dict(run_key=run_key, **state), view=view)
     return first, dict(first.state)
@@ -189,7 +194,7 @@ def test_threshold_change_updates_live_count(scored):
     t = (q[3] + q[4]) / 2
     changed = call(ds, "on_change_threshold", state=state, value=t)
     assert changed.state["threshold"] == t and changed.state["below"] == 4
-    assert ("patch_panel_state", {"panel_id": "panel1", "state": {"below": 4}}) in changed.requests
+    assert [o for o in changed.ops("patch_panel_state") if o["state"].get("below") == 4 and o["state"]["below_at"] == t]
     layout = changed.props()["histogram"]["view"]["layout"]
     assert layout["shapes"][0]["x0"] == t  # the threshold is drawn on the histogram
 
@@ -213,7 +218,7 @@ def test_show_below_threshold(scored):
     ds = scored
     _, state = _loaded(ds)
     q = sorted(_faces(ds).values())
-    state = dict(state, threshold=(q[2] + q[3]) / 2)
+    state = _moved(ds, state, (q[2] + q[3]) / 2)
     view = call(ds, "show_below_threshold", state=state).set_view(ds)
     assert view._is_patches and view.values("faces.prefiqs_quality") == q[:3]
 
@@ -224,7 +229,7 @@ def test_tag_below_threshold_writes_label_tags(scored):
     faces = _faces(ds)
     q = sorted(faces.values())
     t = (q[1] + q[2]) / 2
-    state = dict(state, threshold=t, tag="panel_low")
+    state = dict(_moved(ds, state, t), tag="panel_low")
     tagged = call(ds, "tag_below_threshold", state=state)
     assert ds.count_label_tags() == {"panel_low": 2}
     worst = {i for i, v in faces.items() if v < t}
@@ -273,7 +278,7 @@ def test_drift_toggle_draws_segments_of_the_selection(scored):
 
     # on the whole dataset nothing is selected until the grid selection changes
     state = dict(toggled.state)
-    idle = call(ds, "on_change_view", state=state)
+    idle = call(ds, "on_load", state=state)
     assert len(idle.maps["dense"]) == 2 and idle.maps["dense"][1]["x"] == []
     picked = call(ds, "on_change_selected_labels", state=state,
                   selected_labels=[dict(label_id=ids[0], sample_id="x", field="faces")])
