@@ -170,7 +170,8 @@ def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: 
             with page.expect_response(lambda r: "graphql" in r.url
                                       and "paginateSamplesQuery" in (r.request.post_data or "")):
                 page.get_by_text("Show worst first", exact=True).click()
-            settle(page, 4000)  # let the thumbnails paint
+            page.get_by_text("SortBy", exact=True).wait_for()  # the view bar shows the new view
+            settle(page, 6000)  # let the thumbnails paint
             shot(page, "worst_first.png")
 
             # the compute_prefiqs form from the operator browser (backtick), on the whole dataset

@@ -23,4 +23,6 @@ def fill_compute_form(page, run_key: str, proposed: str = "prefiqs_2", delay: in
     field.press("Control+a")
     field.type(run_key, delay=delay)
     field.press("Tab")
-    page.locator(f"input[type=string][value={run_key}]").wait_for()
+    # typed text is the input's value property, not its attribute
+    page.wait_for_function("k => Array.from(document.querySelectorAll('input')).some(i => i.value === k)",
+                           arg=run_key)
