@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app_ui import fill_compute_form  # tools/ is this script's folder, first on sys.path
+from app_ui import fill_compute_form, open_face_quality_panel  # tools/ is this script's folder, first on sys.path
 from fo_processes import CHROMIUM_ARGS, AppServer, PrivateMongo, find_chromium, fiftyone_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,9 +122,7 @@ def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: 
                 page.keyboard.press("Escape")
 
             # the panel, from the "+" menu of the samples space
-            page.locator("[data-cy=new-panel-btn]").first.click()
-            page.get_by_text("Face Quality", exact=True).first.click()
-            page.get_by_text("Show worst first", exact=True).wait_for()
+            open_face_quality_panel(page)
 
             # the chips run (sample level, 169 chips, both maps): pick it if it is not already shown
             summary = page.get_by_text(f"{CHIP_RUN}:", exact=False)
@@ -170,7 +168,7 @@ def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: 
             with page.expect_response(lambda r: "graphql" in r.url
                                       and "paginateSamplesQuery" in (r.request.post_data or "")):
                 page.get_by_text("Show worst first", exact=True).click()
-            page.get_by_text("SortBy", exact=True).wait_for()  # the view bar shows the new view
+            page.get_by_text("SortBy", exact=True).first.wait_for(state="attached")  # the view bar has the new view
             settle(page, 6000)  # let the thumbnails paint
             shot(page, "worst_first.png")
 

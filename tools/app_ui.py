@@ -2,6 +2,24 @@
 from __future__ import annotations
 
 
+def open_face_quality_panel(page, timeout_ms: int = 90_000):
+    """Open the Face Quality panel from the "+" menu of the samples space and wait for its buttons.
+
+    On a loaded machine the first click can land while the App is still laying out the grid and the
+    menu closes without opening anything; one more try from the menu then opens it.
+    """
+    for attempt in (1, 2):
+        page.locator("[data-cy=new-panel-btn]").first.click()
+        page.get_by_text("Face Quality", exact=True).first.click()
+        try:
+            page.get_by_text("Show worst first", exact=True).wait_for(timeout=timeout_ms)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
+
+
 def fill_compute_form(page, run_key: str, proposed: str = "prefiqs_2", delay: int = 50):
     """Open ``compute_prefiqs`` from the operator browser (backtick) on a dataset that already has a
     run ``prefiqs``: the form proposes the free key ``proposed`` (no error shown); tick "Detect faces

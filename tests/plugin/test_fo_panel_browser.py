@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from tools.app_ui import open_face_quality_panel
 from tools.fo_processes import CHROMIUM_ARGS, AppServer
 from test_fo_app_browser import _db_uri, _require_browser
 
@@ -80,10 +81,8 @@ def ui(fo, api, photos, tmp_path_factory):
                 page.get_by_text("Dismiss", exact=True).click(timeout=20_000)
             except Exception:
                 page.keyboard.press("Escape")
-            page.locator("[data-cy=new-panel-btn]").first.click()
-            page.get_by_text("Face Quality", exact=True).first.click()
             try:
-                page.get_by_text("Show worst first", exact=True).wait_for(timeout=180_000)  # a loaded machine
+                open_face_quality_panel(page)
             except Exception:
                 page.screenshot(path=str(out / "panel_not_open.png"))
                 raise
