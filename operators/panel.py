@@ -18,15 +18,28 @@ selection hooks redraw the drift segments.
 from __future__ import annotations
 
 import fiftyone.operators as foo
+from bson import json_util
 
 from . import panel_edc, panel_plots, panel_queries, runs
-from .panel_layout import build, slider_name
+from .panel_layout import build
 from .tagging import tag_low_quality
 
 PLUGIN = "@prefiqs/prefiqs"
 COMPUTE_URI = f"{PLUGIN}/compute_prefiqs"
 UMAP_URI = f"{PLUGIN}/compute_prefiqs_visualization"
 DEFAULT_TAG = "low_quality"
+# panel data paths (plot traces), never state
+DATA_KEYS = ("histogram", "maps", "edc")
+# state the panel computes (never a widget's value): kept on the server between events
+COMPUTED = ("runs", "shown_run", "below_at", "below", "info", "view_key", "hover_choices", "has_maps",
+            "map_ranges", "own_ranges", "drift_note", "hover_drawn", "num_edc", "last_tagging",
+            "maps_seq", "edc_seq", "show_drift", "own_axes")
+MEMORY_STORE, MEMORY_TTL_S = "prefiqs_panel", 7 * 24 * 3600
+
+
+def _is_data_key(key: str) -> bool:
+    """A panel data path (``histogram``, ``maps3``, ``edc2``), never a state entry."""
+    return any(key == k or (key.startswith(k) and key[len(k):].isdigit()) for k in DATA_KEYS)
 
 
 class PrefiqsPanel(foo.Panel):
@@ -41,22 +54,49 @@ class PrefiqsPanel(foo.Panel):
     # lifecycle: everything is recomputed from the current view
     # --------------------------------------------------------------------------------------------
 
+    def execute(self, ctx):
+        if ctx.params.get("__method__") in (None, "on_startup"):  # registration: no panel yet
+            return super().execute(ctx)
+        # What the panel computed lives on the server (an execution store per panel), not only in
+        # the panel state: the App's form writes its own, older copy of the whole state back on
+        # widget changes, which used to undo the panel's updates (a switched run reverted, a count
+        # shown for another threshold). The server's copy wins over what an event brings.
+        memory, panel_id = ctx.store(MEMORY_STORE), ctx.params.get("panel_id") or "panel"
+        ctx.panel_state.update(memory.get(panel_id) or {})
+        # The form also copies the panel *data* (plot traces) into the state; the App then merges
+        # that stale copy under fresh data array by array, so old points and drift segments stayed
+        # drawn. Each event drops the copy (maps and curves are also drawn under new names).
+        stale = {k: None for k, v in ctx.panel_state.items() if v is not None and _is_data_key(k)}
+        if stale:
+            ctx.panel.set_state(stale)
+        result = super().execute(ctx)
+        memory.set(panel_id, {k: ctx.panel_state.get(k) for k in COMPUTED if k in ctx.panel_state},
+                   ttl=MEMORY_TTL_S)
+        return result
+
     def on_load(self, ctx):
         keys = panel_queries.prefiqs_runs(ctx.dataset)
         state = ctx.panel.state
-        state.runs = keys
+        # every widget shows the state entry of its own name (widgets get no ``default``: the App
+        # re-sends a changed default as a user change, which would loop back here)
+        first = dict(runs=keys, tag=state.tag or DEFAULT_TAG, hover_field=state.hover_field or "")
         if not keys:
-            state.set(dict(run_key=None, has_maps=False))
+            ctx.panel.set_state(dict(first, run_key=None, has_maps=False))
             return
         if state.run_key not in keys:
-            state.set(dict(run_key=keys[-1], threshold=None))  # the newest run
+            first.update(run_key=keys[-1], threshold=None)  # the newest run
+        ctx.panel.set_state(first)
         self._refresh(ctx)
 
     def on_change_view(self, ctx):
+        # the App reports one change of view as up to three events (stages, filters, extended
+        # selection): the same view (and the same runs) is not recomputed
+        if ctx.panel.state.view_key == self._view_key(ctx):
+            return
         self.on_load(ctx)
 
     def on_change_dataset(self, ctx):
-        ctx.panel.state.run_key = None
+        ctx.panel.set_state(dict(run_key=None, shown_run=None, view_key=None))
         self.on_load(ctx)
 
     def on_change_selected(self, ctx):
@@ -68,23 +108,42 @@ class PrefiqsPanel(foo.Panel):
         self.on_change_selected(ctx)
 
     # --------------------------------------------------------------------------------------------
-    # controls
+    # controls. The App writes a widget's new value into the state before it sends the event, so
+    # each handler compares the value with what the panel last *computed* (``shown_run``,
+    # ``below_at``, ``hover_drawn``) and ignores what it already shows: an echo
+    # of the App must not start another round trip.
     # --------------------------------------------------------------------------------------------
 
     def on_change_run(self, ctx):
-        key = ctx.params.get("value") or ctx.panel.state.run_key
+        key = ctx.params.get("value")
+        if not key or key == ctx.panel.state.shown_run:
+            return
         # a threshold belongs to its run's score distribution: start the new run from its default
         ctx.panel.set_state(dict(run_key=key, threshold=None, last_tagging=None))
         self._refresh(ctx)
 
     def on_change_threshold(self, ctx):
-        value = ctx.params.get("value")
-        if value is None:
-            value = ctx.panel.state.threshold
-        ctx.panel.state.threshold = float(value)
+        self._set_threshold(ctx, ctx.params.get("value"), echo=True)
+
+    def on_type_threshold(self, ctx):
+        # the typed box is not written back: that would reset the box under the user's cursor
+        self._set_threshold(ctx, ctx.params.get("value"), echo=False)
+
+    def _set_threshold(self, ctx, value, echo):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return
+        state = ctx.panel.state
+        if state.below_at is not None and abs(value - float(state.below_at)) < 5e-5:
+            return
         scope = self._scope(ctx)
-        if scope is not None:
-            self._refresh_count(ctx, scope)
+        if scope is None:
+            return
+        patch = dict(threshold=value, below_at=value, below=scope.count_below(value))
+        if echo:
+            patch["threshold_typed"] = value
+        ctx.panel.set_state(patch)
 
     def on_histogram_click(self, ctx):
         bar = ctx.params.get("id")
@@ -114,7 +173,7 @@ class PrefiqsPanel(foo.Panel):
         ctx.panel.state.last_tagging = dict(num_tagged=info["num_tagged"], tag=tag, label_tags=info["label_tags"])
         ctx.ops.reload_dataset()
         kind = "face labels" if info["label_tags"] else "samples"
-        ctx.ops.notify(f"Tagged {info['num_tagged']} {kind} {tag!r} (quality < {self._threshold(ctx):.4f})",
+        ctx.ops.notify(f"Tagged {panel_plots.count_text(info['num_tagged'], kind)} {tag!r} (quality < {self._threshold(ctx):.4f})",
                        variant="success")
 
     def reset_view(self, ctx):
@@ -131,11 +190,27 @@ class PrefiqsPanel(foo.Panel):
             self._show_ids(ctx, [point])
 
     def on_toggle_drift(self, ctx):
-        value = ctx.params.get("value")
-        ctx.panel.state.show_drift = bool(value if value is not None else not ctx.panel.state.show_drift)
+        ctx.panel.state.show_drift = not ctx.panel.state.show_drift
         scope = self._scope(ctx)
         if scope is not None:
             self._refresh_maps(ctx, scope)
+
+    def on_toggle_axes(self, ctx):
+        ctx.panel.state.own_axes = not ctx.panel.state.own_axes
+
+    def on_change_hover_field(self, ctx):
+        value = ctx.params.get("value") or ""
+        if value == (ctx.panel.state.hover_drawn or ""):
+            return
+        ctx.panel.state.hover_field = value
+        scope = self._scope(ctx)
+        if scope is not None:
+            self._refresh_maps(ctx, scope)
+
+    def show_errors(self, ctx):
+        scope = self._scope(ctx)
+        if scope is not None:
+            ctx.ops.set_view(scope.errors_view())
 
     def open_compute(self, ctx):
         """Open the compute_prefiqs form (the App prompts for its parameters)."""
@@ -155,33 +230,51 @@ class PrefiqsPanel(foo.Panel):
         return panel_queries.scope_of(ctx.view, ctx.dataset, key)
 
     def _threshold(self, ctx) -> float:
-        t = ctx.panel.state.threshold
+        """The threshold the shown count was computed with: tagging must match what the panel says."""
+        t = ctx.panel.state.below_at
         return 0.5 if t is None else float(t)
+
+    def _view_key(self, ctx) -> str:
+        """What the panel's numbers depend on besides its own state: the view and the runs."""
+        stages = ctx.view._serialize() if ctx.has_custom_view else []
+        return json_util.dumps([stages, ctx.dataset.list_runs()], sort_keys=True)
 
     def _refresh(self, ctx):
         scope = self._scope(ctx)
         if scope is None:
             return
         state = ctx.panel.state
+        key = scope.fields.key
         hist = panel_queries.histogram(scope)
         lo, hi = (hist["lo"], hist["hi"]) if hist else (None, None)
+        run_lo, run_hi = self._run_range(ctx, key, lo, hi)
         threshold = state.threshold
         if threshold is None:
-            threshold = panel_queries.default_threshold(ctx.dataset, scope.fields.key, lo, hi)
-        cfg = runs.load_config(ctx.dataset, scope.fields.key)
+            threshold = panel_queries.default_threshold(ctx.dataset, key, run_lo, run_hi)
+            if run_lo is not None:
+                threshold = min(max(threshold, run_lo), run_hi)
+        cfg = runs.load_config(ctx.dataset, key)
         info = dict(unit=scope.unit, patch_run=scope.patch_run, patches_field=scope.fields.patches_field,
                     in_patches=scope.in_patches, num=hist["total"] if hist else 0, lo=lo, hi=hi,
+                    run_lo=run_lo, run_hi=run_hi, errors=scope.count_errors(),
                     backbone=cfg.get("backbone"), sparsity=(cfg.get("sparsity") or [None])[0],
                     custom_view=bool(ctx.has_custom_view))
         # one state patch rather than one message per key
-        ctx.panel.set_state({"threshold": threshold, slider_name(scope.fields.key): threshold, "info": info,
-                             "below": scope.count_below(threshold)})
-        ctx.panel.set_data("histogram", panel_plots.histogram_trace(hist) if hist else [])
+        ctx.panel.set_state({"threshold": threshold, "threshold_typed": threshold, "below_at": threshold,
+                             "info": info, "shown_run": key, "run_key": key,
+                             "below": scope.count_below(threshold), "view_key": self._view_key(ctx),
+                             "hover_choices": panel_plots.hover_fields(ctx.dataset, scope)})
+        ctx.panel.set_data("histogram", panel_plots.histogram_trace(hist, scope.unit) if hist else [])
         self._refresh_maps(ctx, scope)
         self._refresh_edc(ctx, scope)
 
-    def _refresh_count(self, ctx, scope):
-        ctx.panel.state.below = scope.count_below(self._threshold(ctx))
+    def _run_range(self, ctx, key, lo, hi):
+        """The run's whole quality range (its summary), so that the slider keeps its scale in any view."""
+        summary = runs.load_results(ctx.dataset, key).get("summary") or {}
+        rlo, rhi = summary.get("quality_min"), summary.get("quality_max")
+        if rlo is None or rhi is None:
+            return lo, hi
+        return float(rlo), float(rhi)
 
     def _refresh_maps(self, ctx, scope):
         state = ctx.panel.state
@@ -190,42 +283,47 @@ class PrefiqsPanel(foo.Panel):
         maps = panel_plots.load_maps(ctx.dataset, scope.fields, view)
         if maps is None:
             ctx.panel.set_state(dict(has_maps=False, drift_note=None))
-            ctx.panel.set_data("maps", dict(dense=[], pruned=[]))
             return
         dense, pruned = maps["dense"], maps["pruned"]
         ids_d = panel_plots.map_ids(dense, scope.patch_run)
         pts_d = dense.current_points
         pts_p, ids_p = panel_plots.points_for(pruned, ids_d, scope.patch_run)
-        path = panel_queries.Scope(scope.fields, dense.view).quality_path
-        q_d = dense.values(path) if ids_d else []
-        q_by_id = dict(zip(ids_d, q_d))
-        q_p = q_d if ids_p == ids_d else [q_by_id.get(i) for i in ids_p]
-        cmin, cmax = self._color_range(ctx, scope, q_d)
-        traces = dict(dense=[panel_plots.scatter_trace("dense", pts_d, ids_d, q_d, cmin, cmax, False)],
-                      pruned=[panel_plots.scatter_trace("pruned", pts_p, ids_p, q_p, cmin, cmax, True)])
+        inner = panel_queries.Scope(scope.fields, dense.view)
+        hover = panel_plots.hover_rows(dense, inner, ids_d, state.hover_field)
+        by_id = dict(zip(ids_d, hover))
+        rows_p = hover if ids_p == ids_d else [by_id[i] for i in ids_p]
+        cmin, cmax = self._color_range(ctx, scope, [h["q"] for h in hover])
+        field = state.hover_field or None
+        traces = dict(dense=[panel_plots.scatter_trace("dense", pts_d, ids_d, hover, cmin, cmax, False, field)],
+                      pruned=[panel_plots.scatter_trace("pruned", pts_p, ids_p, rows_p, cmin, cmax, True, field)])
         note = None
         if state.show_drift:
             chosen = self._selected_ids(ctx, scope, ids_d)
+            q_by_id = {i: h["q"] for i, h in by_id.items()}
             trace, drawn, asked = panel_plots.drift_trace(dict(zip(ids_d, pts_d)), dict(zip(ids_p, pts_p)),
                                                           chosen, q_by_id)
             traces["dense"].append(trace)
             traces["pruned"].append(trace)
             if asked:
-                note = f"Drift of {drawn} selected {scope.unit}, dense → pruned"
+                note = f"Drift of {panel_plots.count_text(drawn, scope.unit)} selected, dense → pruned"
                 note += f" (the worst {drawn} of {asked})" if drawn < asked else ""
             else:
                 note = f"Select {scope.unit} (lasso in a map, or in the grid) to draw their drift"
-        ctx.panel.set_state(dict(has_maps=True, map_ranges=panel_plots.full_ranges(maps), drift_note=note))
-        ctx.panel.set_data("maps", traces)
+        ranges = panel_plots.full_ranges(maps)
+        ctx.panel.set_state(dict(has_maps=True, map_ranges=ranges, drift_note=note,
+                                 hover_drawn=state.hover_field or "",
+                                 own_ranges=dict(dense=panel_plots.own_range(pts_d),
+                                                 pruned=panel_plots.own_range(pts_p))))
+        # a new name for every drawing: the App merges a stale copy under a name it has seen before
+        # (see ``execute``), never under a new one
+        seq = (state.maps_seq or 0) + 1
+        ctx.panel.set_state(dict(maps_seq=seq))
+        ctx.panel.set_data(f"maps{seq}", traces)
 
     def _color_range(self, ctx, scope, quality):
         """The run's whole quality range, so a face keeps its colour when the view narrows."""
-        summary = runs.load_results(ctx.dataset, scope.fields.key).get("summary") or {}
-        lo, hi = summary.get("quality_min"), summary.get("quality_max")
-        if lo is None or hi is None:
-            known = [v for v in quality if v is not None]
-            lo, hi = min(known, default=0.0), max(known, default=1.0)
-        return float(lo), float(hi)
+        known = [v for v in quality if v is not None]
+        return self._run_range(ctx, scope.fields.key, min(known, default=0.0), max(known, default=1.0))
 
     def _selected_ids(self, ctx, scope, view_ids):
         """The faces whose drift to draw: the App's selection, else the current (custom) view."""
@@ -244,7 +342,9 @@ class PrefiqsPanel(foo.Panel):
         keys = panel_edc.evaluation_runs(ctx.dataset, scope.fields.key)
         traces = panel_edc.load_curves(ctx.dataset, keys) if keys else []
         ctx.panel.state.num_edc = len(traces)
-        ctx.panel.data.edc = traces
+        seq = (ctx.panel.state.edc_seq or 0) + 1
+        ctx.panel.set_state(dict(edc_seq=seq))
+        ctx.panel.set_data(f"edc{seq}", traces)
 
     def _show_ids(self, ctx, ids):
         scope = self._scope(ctx)

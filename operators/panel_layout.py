@@ -10,6 +10,7 @@ import math
 import fiftyone.operators.types as types
 
 from . import panel_edc, panel_plots
+from .panel_plots import count_text
 
 
 # The App lays panels out as CSS grids whose implicit columns are sized by their content; a plotly
@@ -19,17 +20,14 @@ ONE_COLUMN = {"grid": {"sx": {"gridTemplateColumns": "minmax(0, 1fr)"}}}
 TWO_COLUMNS = {"grid": {"sx": {"gridTemplateColumns": "repeat(2, minmax(0, 1fr))"}}}
 
 
-def slider_name(run_key) -> str:
-    return f"threshold_{run_key}"
-
-
 def _fmt(v, nd=4):
     return "–" if v is None else f"{v:.{nd}f}"
 
 
 def _slider_bounds(info, threshold):
-    """Slider range: the qualities in view (3 decimals, outward), widened to include the threshold."""
-    lo, hi = info.get("lo"), info.get("hi")
+    """Slider range: the run's whole quality range (not the view's, which would shrink and pin the
+    threshold when the view narrows), 3 decimals outward, widened to include the threshold."""
+    lo, hi = info.get("run_lo"), info.get("run_hi")
     if lo is None or hi is None:
         lo, hi = 0.0, 1.0
     lo, hi = min(lo, threshold), max(hi, threshold)
@@ -37,6 +35,17 @@ def _slider_bounds(info, threshold):
     if hi <= lo:
         hi = lo + 0.001
     return lo, hi
+
+
+def _where(info) -> str:
+    return "in this view" if info.get("custom_view") else "in the dataset"
+
+
+def _quality_span(info) -> str:
+    lo, hi = info.get("lo"), info.get("hi")
+    if lo is None:
+        return "no quality"
+    return f"quality {_fmt(lo)}" if abs(hi - lo) < 5e-5 else f"quality {_fmt(lo)} – {_fmt(hi)}"
 
 
 def build(p, ctx):
@@ -55,32 +64,40 @@ def build(p, ctx):
 
     info = state.info or {}
     unit = info.get("unit", "faces")
-    threshold = state.threshold if state.threshold is not None else 0.5
+    # the threshold the count was computed with (the slider may be mid-way to a new one)
+    threshold = state.below_at if state.below_at is not None else 0.5
 
     picker = types.DropdownView()
     for k in keys:
         picker.add_choice(k, label=k)
-    panel.enum("run_key", keys, default=state.run_key, label="PreFIQs run", view=picker,
-               on_change=p.on_change_run)
+    # No widget gets a ``default``: each shows the panel state entry of its own name, which the
+    # handlers write. The App re-sends a changed default as if the user had set it, and those
+    # echoes made the panel answer itself for ever.
+    panel.enum("run_key", keys, label="PreFIQs run", view=picker, on_change=p.on_change_run)
     where = f"patch-level on `{info.get('patches_field')}`" if info.get("patch_run") else "sample-level"
     panel.md(f"**{state.run_key}**: {where}, backbone `{info.get('backbone')}`, sparsity {info.get('sparsity')}. "
-             f"{info.get('num', 0)} {unit} scored in the {'current view' if info.get('custom_view') else 'dataset'}, "
-             f"quality {_fmt(info.get('lo'))} – {_fmt(info.get('hi'))}.", name="summary")
+             f"{count_text(info.get('num', 0), unit)} scored {_where(info)}, {_quality_span(info)}.",
+             name="summary")
+    if info.get("errors"):
+        errors = panel.h_stack("errors", gap=1, align_x="left", align_y="center")
+        errors.md(f"**{count_text(info['errors'], unit)}** could not be scored {_where(info)} "
+                  f"(`{state.run_key}_error`)", name="errors_text")
+        errors.btn("show_errors", label="Show them", icon="error_outline", variant="outlined", on_click=p.show_errors)
 
-    panel.plot("histogram", layout=panel_plots.histogram_layout(threshold, unit), on_click=p.on_histogram_click,
-               config=dict(displayModeBar=False))
+    panel.plot("histogram", layout=panel_plots.histogram_layout(threshold, unit, info.get("lo"), info.get("hi")),
+               on_click=p.on_histogram_click, config=dict(displayModeBar=False))
 
     lo, hi = _slider_bounds(info, threshold)
-    # one slider per run: the App's slider keeps its own position, and only a new property
-    # name (a remount) makes it show a threshold set from Python (e.g. the new run's default)
-    panel.float(slider_name(state.run_key), min=lo, max=hi, default=threshold, label="Quality threshold",
+    # value widgets stay at the top level: inside a stack their state would nest under the stack's name
+    panel.float("threshold", min=lo, max=hi, label="Quality threshold",
                 view=types.SliderView(label="Threshold", view_multiple_of=max((hi - lo) / 200, 1e-4),
-                                      variant="withInputs", value_precision=4),
+                                      value_precision=4),
                 on_change=p.on_change_threshold)
-    panel.md(f"**{state.below or 0}** {unit} below {threshold:.4f} in the "
-             f"{'current view' if info.get('custom_view') else 'dataset'}", name="below_count")
+    panel.float("threshold_typed", label="Type a threshold", min=0.0, max=1.0,
+                description="the slider's value, or type one (Enter or leave the box)", on_change=p.on_type_threshold)
+    panel.md(f"**{count_text(state.below or 0, unit)}** below {threshold:.4f} {_where(info)}", name="below_count")
 
-    panel.str("tag", default=state.tag or "low_quality", label="Tag for \"Tag below threshold\"",
+    panel.str("tag", label="Tag for \"Tag below threshold\"",
               description="sample tag for sample-level runs, label tag on each face for patch-level runs")
     buttons = panel.h_stack("actions", gap=1, align_x="left")
     buttons.btn("worst_first", label="Show worst first", icon="arrow_upward", variant="contained",
@@ -93,18 +110,33 @@ def build(p, ctx):
     tagging = state.last_tagging
     if tagging:
         kind = "face labels" if tagging.get("label_tags") else "samples"
-        panel.md(f"Last tagging: {tagging.get('num_tagged')} {kind} tagged `{tagging.get('tag')}`", name="tagged")
+        panel.md(f"Last tagging: {count_text(tagging.get('num_tagged') or 0, kind)} tagged `{tagging.get('tag')}`",
+                 name="tagged")
 
     if state.has_maps:
-        maps = panel.h_stack("maps", gap=1, componentsProps=TWO_COLUMNS)
-        ranges = state.map_ranges
+        maps = panel.h_stack(f"maps{state.maps_seq or 0}", gap=1, componentsProps=TWO_COLUMNS)
+        shared = not state.own_axes
+        own = state.own_ranges or {}
         sparsity = info.get("sparsity")
         pruned_title = f"Pruned ({sparsity:.0%} sparsity)" if isinstance(sparsity, (int, float)) else "Pruned"
         for which, title in (("dense", "Dense (full network)"), ("pruned", pruned_title)):
+            ranges = state.map_ranges if shared else own.get(which)
             maps.plot(which, layout=panel_plots.scatter_layout(title, ranges), on_selected=p.on_map_select,
                       on_click=p.on_map_click, config=dict(displaylogo=False))
-        panel.bool("show_drift", default=bool(state.show_drift), label="Draw drift of the selected (dense → pruned)",
-                   view=types.SwitchView(), on_change=p.on_toggle_drift)
+        # buttons, not switches: a switch shows the App's copy of the state, which can lag behind
+        toggles = panel.h_stack("map_toggles", gap=1, align_x="left")
+        toggles.btn("toggle_drift", label="Hide drift" if state.show_drift else "Draw drift of the selection",
+                    icon="timeline", variant="outlined", on_click=p.on_toggle_drift)
+        toggles.btn("toggle_axes", label="Per-map axes" if shared else "Same axes for both maps",
+                    icon="open_in_full" if shared else "close_fullscreen", variant="outlined",
+                    on_click=p.on_toggle_axes)
+        choices = state.hover_choices or []
+        if choices:
+            hover = types.DropdownView()
+            for name in [""] + choices:
+                hover.add_choice(name, label=name or "(file name and quality only)")
+            panel.enum("hover_field", [""] + choices, label="Hover also shows", view=hover,
+                       on_change=p.on_change_hover_field)
         if state.drift_note:
             panel.md(state.drift_note, name="drift_note")
     else:
@@ -114,7 +146,7 @@ def build(p, ctx):
                   on_click=p.open_umap)
 
     if state.num_edc:
-        panel.plot("edc", layout=panel_edc.edc_layout())
+        panel.plot(f"edc{state.edc_seq or 0}", layout=panel_edc.edc_layout())
     else:
         panel.md("_No evaluation run for this run yet: an EDC curve appears here once an evaluation "
                  "(identity labels, `evaluate_face_quality`) has stored one._", name="no_edc")

@@ -29,7 +29,12 @@ def _round(a, nd=4):
 # ------------------------------------------------------------------------------------------------
 
 
-def histogram_trace(hist: dict) -> list[dict]:
+def count_text(n: int, unit: str) -> str:
+    """``"1 face"``, ``"3 faces"``, ``"1 sample"``: ``unit`` is the plural."""
+    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+
+
+def histogram_trace(hist: dict, unit: str = "faces") -> list[dict]:
     """One bar per bin; each bar's ``id`` encodes its range ``"lo,hi,last"`` for the click handler."""
     edges, counts = hist["edges"], hist["counts"]
     n = len(counts)
@@ -37,8 +42,8 @@ def histogram_trace(hist: dict) -> list[dict]:
     # repr() round-trips floats exactly, so a clicked bar selects exactly the values it counted
     ids = [f"{edges[i]!r},{edges[i + 1]!r},{int(i == n - 1)}" for i in range(n)]
     return [dict(type="bar", x=centers, y=counts, ids=ids, width=[edges[i + 1] - edges[i] for i in range(n)],
-                 marker=dict(color="#1f77b4"), name="faces",
-                 hovertemplate="quality %{x:.4f}<br>%{y} faces<extra></extra>")]
+                 marker=dict(color="#1f77b4"), name=unit,
+                 hovertemplate="quality %{x:.4f}<br>%{y} " + unit + "<extra></extra>")]
 
 
 def parse_bar_id(bar_id: str):
@@ -47,13 +52,26 @@ def parse_bar_id(bar_id: str):
     return float(lo), float(hi), last.strip() == "1"
 
 
-def histogram_layout(threshold=None, unit="faces") -> dict:
+def histogram_layout(threshold=None, unit="faces", lo=None, hi=None) -> dict:
+    """The x axis spans the qualities in view (``lo``..``hi``); a threshold outside them is named at
+    the edge it lies beyond rather than stretching the axis away from the data."""
     layout = dict(title=dict(text="Quality (click a bar to show that range)", font=dict(size=13)),
                   xaxis=dict(title="quality"), yaxis=dict(title=unit), bargap=0.05,
                   margin=dict(l=50, r=10, t=40, b=40), height=260, showlegend=False)
-    if threshold is not None:
+    if lo is not None and hi is not None:
+        pad = max(hi - lo, 0.01) * 0.04
+        layout["xaxis"].update(range=[lo - pad, hi + pad], autorange=False)
+    if threshold is None:
+        return layout
+    if lo is None or lo <= threshold <= hi:
         layout["shapes"] = [dict(type="line", xref="x", yref="paper", x0=threshold, x1=threshold, y0=0, y1=1,
                                  line=dict(color=THRESHOLD_COLOR, width=2, dash="dash"))]
+    else:
+        above = threshold > hi
+        layout["annotations"] = [dict(xref="paper", yref="paper", x=1 if above else 0, y=1.0,
+                                      xanchor="right" if above else "left", showarrow=False,
+                                      text=f"threshold {threshold:.4f} {'→' if above else '←'}",
+                                      font=dict(color=THRESHOLD_COLOR, size=12))]
     return layout
 
 
@@ -94,24 +112,89 @@ def map_ids(res, patch_run: bool):
 
 def full_ranges(maps, pad=0.05):
     """Shared axis ranges over *all* points of both maps, so they stay put while the view changes."""
-    pts = np.concatenate([maps["dense"].points, maps["pruned"].points])
+    return own_range(np.concatenate([maps["dense"].points, maps["pruned"].points]), pad)
+
+
+def hover_fields(dataset, scope) -> list[str]:
+    """Sample fields a user may show on hover: text fields and classifications (``identity``...)."""
+    import fiftyone as fo
+
+    own = {f"{scope.fields.key}_{n}" for n in ("error", "min_quality")}
+    names = []
+    for name, field in dataset.get_field_schema().items():
+        is_text = isinstance(field, fo.StringField) and name not in ("filepath", "id") and name not in own
+        is_class = isinstance(field, fo.EmbeddedDocumentField) and field.document_type is fo.Classification
+        if is_text or is_class:
+            names.append(name)
+    return names
+
+
+def _label_path(dataset, field):
+    f = dataset.get_field(field) if field else None
+    if f is None:
+        return None
+    return f"{field}.label" if hasattr(f, "document_type") else field
+
+
+def hover_rows(results, scope, ids, field=None) -> list[dict]:
+    """Per point of ``results`` (aligned with ``ids``): quality ``q``, drift ``d``, file name ``f``
+    and the text of the sample field ``field`` (``l``), by database queries, not per sample."""
+    import os
+
+    view = results.view
+    q = results.values(scope.quality_path) if ids else []
+    d = results.values(scope.path_of("drift")) if ids else []
+    label = _label_path(view._dataset, field)
+    paths = ["filepath"] + ([label] if label else [])
+    if not ids:
+        per_point = []
+    elif scope.patch_run:
+        # sample fields, spread to the faces of each sample
+        values = view.values([f"{scope.fields.patches_field}.detections.id"] + paths)
+        by_face = {}
+        for row in zip(*values):
+            for face in row[0] or []:
+                by_face[str(face)] = row[1:]
+        per_point = [by_face.get(i, (None,) * len(paths)) for i in ids]
+    else:
+        per_point = list(zip(*[results.values(p) for p in paths]))
+    rows = []
+    for qi, di, vals in zip(q, d, per_point):
+        rows.append(dict(q=None if qi is None else round(float(qi), 4), d=None if di is None else round(float(di), 4),
+                         f=os.path.basename(vals[0] or ""), l=None if len(vals) < 2 else vals[1]))
+    return rows
+
+
+def scatter_trace(which: str, points, ids, rows, cmin, cmax, showscale: bool, hover_field=None) -> dict:
+    """One map: coloured and sized by quality, the worst faces drawn last (on top of the rest)."""
+    n = len(ids)
+    # plotly draws in order: best first, worst last; unscored faces (no quality) go below all
+    order = sorted(range(n), key=lambda k: -1e9 if rows[k]["q"] is None else -rows[k]["q"])
+    span = max(cmax - cmin, 1e-9)
+    big, small = (13, 5) if n < 2000 else (7, 3)
+    size = [small if rows[k]["q"] is None else
+            round(small + (big - small) * min(max((cmax - rows[k]["q"]) / span, 0.0), 1.0), 1) for k in order]
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)[order] if n else np.zeros((0, 2))
+    label = f"<br>{hover_field}: %{{customdata[3]}}" if hover_field else ""
+    return dict(type="scattergl" if n >= WEBGL_FROM else "scatter", mode="markers", name=which,
+                x=_round(pts[:, 0]), y=_round(pts[:, 1]), ids=[ids[k] for k in order],
+                customdata=[[rows[k]["f"], rows[k]["q"], rows[k]["d"], rows[k]["l"]] for k in order],
+                marker=dict(color=[rows[k]["q"] for k in order], colorscale=COLORSCALE, cmin=cmin, cmax=cmax,
+                            size=size, line=dict(width=0.6, color="rgba(20,20,20,0.7)"), showscale=showscale,
+                            colorbar=dict(title=dict(text="quality"), thickness=10) if showscale else None),
+                hovertemplate="<b>%{customdata[0]}</b><br>quality %{customdata[1]:.4f}<br>"
+                              "drift %{customdata[2]:.4f}" + label + "<extra>" + which + "</extra>")
+
+
+def own_range(points, pad=0.05):
+    """Axis ranges of one map's points (the per-map axes option)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if not len(pts):
         return None
     lo, hi = pts.min(0), pts.max(0)
     span = np.maximum(hi - lo, 1e-6)
     return dict(x=[float(lo[0] - pad * span[0]), float(hi[0] + pad * span[0])],
                 y=[float(lo[1] - pad * span[1]), float(hi[1] + pad * span[1])])
-
-
-def scatter_trace(which: str, points, ids, quality, cmin, cmax, showscale: bool) -> dict:
-    n = len(ids)
-    q = [None if v is None else round(float(v), 4) for v in quality]
-    return dict(type="scattergl" if n >= WEBGL_FROM else "scatter", mode="markers", name=which,
-                x=_round(points[:, 0]) if n else [], y=_round(points[:, 1]) if n else [], ids=list(ids),
-                marker=dict(color=q, colorscale=COLORSCALE, cmin=cmin, cmax=cmax, size=7 if n < 2000 else 4,
-                            showscale=showscale,
-                            colorbar=dict(title=dict(text="quality"), thickness=10) if showscale else None),
-                hovertemplate="quality %{marker.color:.4f}<extra>" + which + "</extra>")
 
 
 def scatter_layout(title: str, ranges) -> dict:

@@ -49,12 +49,16 @@ class Scope:
         """The quality attribute's name on a Detection (or the sample field of a sample run)."""
         return f"{self.fields.key}_quality"
 
+    def path_of(self, name: str) -> str:
+        """Where the run's per-face value ``name`` (quality, drift, error) lives in :attr:`view`
+        (``faces.K_quality`` inside a patches view)."""
+        if self.in_patches:
+            return f"{self.fields.patches_field}.{self.fields.key}_{name}"
+        return self.fields.label_path(name)
+
     @property
     def quality_path(self) -> str:
-        """The quality path in :attr:`view` (``faces.K_quality`` inside a patches view)."""
-        if self.in_patches:
-            return f"{self.fields.patches_field}.{self.leaf}"
-        return self.fields.quality
+        return self.path_of("quality")
 
     @property
     def samples(self):
@@ -77,11 +81,17 @@ class Scope:
         return Scope(self.fields, view).quality_path
 
     def _quality_filter(self, expr):
-        """``view`` restricted to faces whose quality satisfies ``expr`` (an expression on the value)."""
+        """``view`` restricted to *scored* faces whose quality satisfies ``expr`` (an expression on the value).
+
+        MongoDB orders a missing value before every number, so ``q < t`` alone would also match the
+        unscored and errored faces; they never belong to a quality range.
+        """
         if self.patch_run:
             # filter_labels works on a sample view and on a patches view of the same field alike
-            return self.view.filter_labels(self.fields.patches_field, expr(F(self.leaf)))
-        return self.view.match(expr(F(self.quality_path)))
+            q = F(self.leaf)
+            return self.view.filter_labels(self.fields.patches_field, q.exists() & expr(q))
+        q = F(self.quality_path)
+        return self.view.match(q.exists() & expr(q))
 
     def below(self, threshold: float):
         """Faces of the view with quality strictly below ``threshold`` (the rule of tag_low_quality)."""
@@ -105,6 +115,22 @@ class Scope:
         # unscored faces (errors) have no quality; keep them out rather than sorting them first
         scored = self.samples.filter_labels(pf, F(self.leaf).exists())
         return scored.to_patches(pf).sort_by(f"{pf}.{self.leaf}")
+
+    def count_errors(self) -> int:
+        """Faces (or samples) of the view the run could not score: ``K_error`` set, plus for patch
+        runs the images that failed as a whole (unreadable, no face)."""
+        n = int(self.view.count(self.path_of("error")))
+        if self.patch_run and not self.in_patches:
+            n += int(self.view.count(self.fields.sample_error))
+        return n
+
+    def errors_view(self):
+        """What "Show them" displays: the samples holding an error of this run (faces or images)."""
+        if not self.patch_run:
+            return self.view.exists(self.fields.error)
+        pf, err = self.fields.patches_field, f"{self.fields.key}_error"
+        failed = F(f"{pf}.detections").filter(F(err).exists()).length() > 0
+        return self.samples.match(F(self.fields.sample_error).exists() | failed)
 
     def below_view(self, threshold: float):
         """What "Show below threshold" displays: the faces below it, worst first (patches for patch runs)."""
@@ -135,6 +161,7 @@ def histogram(scope: Scope, bins: int = HIST_BINS):
     lo, hi = quality_bounds(scope)
     if lo is None:
         return None
+    true_lo, true_hi = lo, hi  # what the panel reports; the widening below only shapes the bars
     span = hi - lo
     if span < 1e-9:  # a single value (or all equal): give the bar some width
         lo, hi = lo - 0.005, hi + 0.005
@@ -142,7 +169,7 @@ def histogram(scope: Scope, bins: int = HIST_BINS):
     top = hi + span * 1e-6
     counts, edges, _ = scope.view.histogram_values(scope.quality_path, bins=bins, range=[lo, top])
     return dict(counts=[int(c) for c in counts], edges=[float(e) for e in edges], total=int(sum(counts)),
-                lo=float(lo), hi=float(hi))
+                lo=float(true_lo), hi=float(true_hi))
 
 
 def default_threshold(dataset, run_key: str, lo=None, hi=None) -> float:

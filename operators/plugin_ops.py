@@ -105,6 +105,16 @@ def _run_key_choice(ctx, inputs):
     return ctx.params.get("run_key", keys[0])
 
 
+def _free_run_key(dataset, base="prefiqs"):
+    """``base``, or the first of ``base_2``, ``base_3``... that no run of ``dataset`` uses."""
+    taken = set(dataset.list_runs())
+    n = 2
+    key = base
+    while key in taken:
+        key, n = f"{base}_{n}", n + 1
+    return key
+
+
 def _fields_of_type(ctx, doc_type):
     schema = ctx.dataset.get_field_schema(embedded_doc_type=doc_type)
     return sorted(schema)
@@ -145,8 +155,9 @@ class ComputePrefiqs(_DelegableOperator):
         inputs = types.Object()
         view = ctx.target_view()
         p = ctx.params
-        key = p.get("run_key") or "prefiqs"
-        prop = inputs.str("run_key", default="prefiqs", label="Run key",
+        proposed = _free_run_key(ctx.dataset)  # the form opens ready to run, not in an error state
+        key = p.get("run_key") or proposed
+        prop = inputs.str("run_key", default=proposed, label="Run key",
                           description="Prefix of every field written, and the key of the run record")
         exists = key in ctx.dataset.list_runs()
         if not key.isidentifier():

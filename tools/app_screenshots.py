@@ -12,7 +12,8 @@ What it does, start to finish:
 3.  serves the App (``fiftyone app launch --remote``) on a free 127.0.0.1 port;
 4.  drives Debian's Chromium through Playwright at 1600x1100, as ``tests/plugin/test_fo_app_browser.py``
     does, and writes ``grid.png``, ``panel_edc.png`` (the ORL run's EDC curves), ``panel.png``,
-    ``panel_maps.png``, ``worst_first.png``, ``operator_form.png``;
+    ``panel_maps.png``, ``panel_hover.png`` (a map point hovered), ``panel_drift.png`` (drift segments
+    of the faces below the threshold), ``worst_first.png``, ``operator_form.png``;
 5.  stops everything it started: the App's process groups, then mongod; removes the temp directory.
 
 ``--workdir DIR`` keeps the database and chips in DIR (re-runs then reuse the built dataset);
@@ -143,11 +144,33 @@ def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: 
             settle(page)
             shot(page, "panel_maps.png")
 
+            # hover on the worst face of the dense map (drawn last, so on top): file, quality, drift
+            dense = page.locator(".js-plotly-plot").nth(1)
+            dense.scroll_into_view_if_needed()
+            dense.locator(".scatterlayer .point").last.hover(force=True)
+            page.locator(".hoverlayer .hovertext").first.wait_for()
+            settle(page, 800)
+            shot(page, "panel_hover.png")
+
+            # the drift of a small selection: the faces below the threshold, dense → pruned
+            page.get_by_text("Show below threshold", exact=True).click()
+            page.get_by_text("in this view", exact=False).first.wait_for()
+            page.get_by_text("Draw drift of the selection", exact=True).click()
+            page.wait_for_function("Array.from(document.querySelectorAll('.js-plotly-plot')).slice(1, 3)"
+                                   ".every(p => p.data.some(t => t.mode === 'lines' && t.x.length > 0))")
+            scroll_panel_to(page.locator(".js-plotly-plot").nth(1))
+            settle(page)
+            shot(page, "panel_drift.png")
+            page.get_by_text("Hide drift", exact=True).click()
+            page.get_by_text("Reset view", exact=True).click()
+            page.get_by_text("in the dataset", exact=False).first.wait_for()
+
             # worst first: the ORL faces as patches, sorted by quality, worst first
             with page.expect_response(lambda r: "graphql" in r.url
                                       and "paginateSamplesQuery" in (r.request.post_data or "")):
                 page.get_by_text("Show worst first", exact=True).click()
-            settle(page, 4000)  # let the thumbnails paint
+            page.get_by_text("SortBy", exact=True).first.wait_for(state="attached")  # the view bar has the new view
+            settle(page, 6000)  # let the thumbnails paint
             shot(page, "worst_first.png")
 
             # the compute_prefiqs form from the operator browser (backtick), on the whole dataset

@@ -32,6 +32,16 @@ class Call:
             if uri == "patch_panel_data":
                 self.data.update(params["data"])
 
+    def latest(self, prefix):
+        """The newest numbered data entry (``maps3``, ``edc2``) this call wrote: the panel draws
+        every new map or curve under a new name."""
+        keys = [k for k in self.data if k.startswith(prefix) and k[len(prefix):].isdigit()]
+        return self.data[max(keys, key=lambda k: int(k[len(prefix):]))] if keys else None
+
+    @property
+    def maps(self):
+        return self.latest("maps")
+
     def ops(self, uri):
         return [p for u, p in self.requests if u == uri]
 
@@ -83,6 +93,11 @@ def _faces(ds):
     return {i: v for i, v in zip(ids, q) if v is not None}
 
 
+def _moved(ds, state, t):
+    """The state after the user moved the threshold slider to ``t``."""
+    return dict(call(ds, "on_change_threshold", state=state, value=t).state)
+
+
 def _loaded(ds, run_key="prefiqs", view=None, **state):
     first = call(ds, "on_load", state=dict(run_key=run_key, **state), view=view)
     return first, dict(first.state)
@@ -132,9 +147,9 @@ def test_on_load_histogram_count_and_maps(scored):
     summary = ds.load_run_results("prefiqs").summary
     assert t == pytest.approx(summary["quality_percentiles"]["5"], abs=1e-4)
     assert state["below"] == sum(v < t for v in faces.values())
-    assert state["threshold_prefiqs"] == t  # the slider of this run shows the same value
+    assert state["below_at"] == t and "threshold" in first.props()  # the slider shows the same value
 
-    maps = first.data["maps"]
+    maps = first.maps
     assert state["has_maps"] and len(maps["dense"]) == len(maps["pruned"]) == 1
     for which in ("dense", "pruned"):
         trace = maps[which][0]
@@ -143,12 +158,17 @@ def test_on_load_histogram_count_and_maps(scored):
         pos = {str(i): p for i, p in zip(res.label_ids, res.points)}
         for i, x, y, q in zip(trace["ids"], trace["x"], trace["y"], trace["marker"]["color"]):
             assert (x, y) == pytest.approx(tuple(pos[i]), abs=1e-3) and q == pytest.approx(faces[i], abs=1e-4)
+        colors = trace["marker"]["color"]  # worst drawn last, on top; the worst also drawn largest
+        assert colors == sorted(colors, reverse=True)
+        assert trace["marker"]["size"] == sorted(trace["marker"]["size"])
     ranges = state["map_ranges"]  # both maps share the axes, which hold every point
     pts = np.concatenate([ds.load_brain_results(k).points for k in ("prefiqs_dense_umap", "prefiqs_pruned_umap")])
     assert ranges["x"][0] < pts[:, 0].min() and ranges["x"][1] > pts[:, 0].max()
     props = first.props()
-    assert {"histogram", "threshold_prefiqs", "below_count", "actions", "maps", "show_drift"} <= set(props)
-    assert props["maps"]["view"]["orientation"] == "horizontal"
+    maps_name = f"maps{state['maps_seq']}"
+    assert {"histogram", "threshold", "threshold_typed", "below_count", "actions", maps_name,
+            "map_toggles"} <= set(props)
+    assert props[maps_name]["view"]["orientation"] == "horizontal"
     assert "no_edc" in props  # no evaluation run: the panel says so and draws nothing
 
 
@@ -174,7 +194,7 @@ def test_threshold_change_updates_live_count(scored):
     t = (q[3] + q[4]) / 2
     changed = call(ds, "on_change_threshold", state=state, value=t)
     assert changed.state["threshold"] == t and changed.state["below"] == 4
-    assert ("patch_panel_state", {"panel_id": "panel1", "state": {"below": 4}}) in changed.requests
+    assert [o for o in changed.ops("patch_panel_state") if o["state"].get("below") == 4 and o["state"]["below_at"] == t]
     layout = changed.props()["histogram"]["view"]["layout"]
     assert layout["shapes"][0]["x0"] == t  # the threshold is drawn on the histogram
 
@@ -198,7 +218,7 @@ def test_show_below_threshold(scored):
     ds = scored
     _, state = _loaded(ds)
     q = sorted(_faces(ds).values())
-    state = dict(state, threshold=(q[2] + q[3]) / 2)
+    state = _moved(ds, state, (q[2] + q[3]) / 2)
     view = call(ds, "show_below_threshold", state=state).set_view(ds)
     assert view._is_patches and view.values("faces.prefiqs_quality") == q[:3]
 
@@ -209,7 +229,7 @@ def test_tag_below_threshold_writes_label_tags(scored):
     faces = _faces(ds)
     q = sorted(faces.values())
     t = (q[1] + q[2]) / 2
-    state = dict(state, threshold=t, tag="panel_low")
+    state = dict(_moved(ds, state, t), tag="panel_low")
     tagged = call(ds, "tag_below_threshold", state=state)
     assert ds.count_label_tags() == {"panel_low": 2}
     worst = {i for i, v in faces.items() if v < t}
@@ -243,9 +263,9 @@ def test_drift_toggle_draws_segments_of_the_selection(scored):
     _, state = _loaded(ds)
     ids = list(_faces(ds))[:3]
     selection = ds.select_labels(ids=ids, fields="faces")  # what a lasso leaves in the App
-    toggled = call(ds, "on_toggle_drift", state=state, view=selection, value=True)
-    assert toggled.state["show_drift"] and "Drift of 3 selected faces" in toggled.state["drift_note"]
-    dense, pruned = toggled.data["maps"]["dense"], toggled.data["maps"]["pruned"]
+    toggled = call(ds, "on_toggle_drift", state=state, view=selection)
+    assert toggled.state["show_drift"] and "Drift of 3 faces selected" in toggled.state["drift_note"]
+    dense, pruned = toggled.maps["dense"], toggled.maps["pruned"]
     assert len(dense) == len(pruned) == 2 and sorted(dense[0]["ids"]) == sorted(ids)
     seg = dense[1]
     assert seg["mode"] == "lines" and len(seg["x"]) == 9 and seg["x"][2::3] == [None] * 3
@@ -258,11 +278,13 @@ def test_drift_toggle_draws_segments_of_the_selection(scored):
 
     # on the whole dataset nothing is selected until the grid selection changes
     state = dict(toggled.state)
-    idle = call(ds, "on_change_view", state=state)
-    assert len(idle.data["maps"]["dense"]) == 2 and idle.data["maps"]["dense"][1]["x"] == []
+    idle = call(ds, "on_load", state=state)
+    assert len(idle.maps["dense"]) == 2 and idle.maps["dense"][1]["x"] == []
     picked = call(ds, "on_change_selected_labels", state=state,
                   selected_labels=[dict(label_id=ids[0], sample_id="x", field="faces")])
-    assert len(picked.data["maps"]["dense"][1]["x"]) == 3
+    assert len(picked.maps["dense"][1]["x"]) == 3
+    hidden = call(ds, "on_toggle_drift", state=dict(picked.state))
+    assert not hidden.state["show_drift"] and len(hidden.maps["dense"]) == 1  # no segment left
 
 
 def test_follows_the_current_view(scored):
@@ -274,7 +296,7 @@ def test_follows_the_current_view(scored):
     assert 0 < n < 10
     assert moved.state["info"]["num"] == n and moved.state["info"]["custom_view"]
     assert sum(moved.data["histogram"][0]["y"]) == n
-    assert len(moved.data["maps"]["dense"][0]["ids"]) == n
+    assert len(moved.maps["dense"][0]["ids"]) == n
     assert moved.state["threshold"] == state["threshold"]  # the user's threshold survives a view change
 
     # inside a patches view (after "Show worst first") the quality path changes; counts must not
@@ -288,7 +310,7 @@ def test_sample_run_without_maps_offers_umap(scored):
     ds = scored
     first, state = _loaded(ds, run_key="whole")
     assert not state["info"]["patch_run"] and state["info"]["num"] == 4 and not state["has_maps"]
-    assert "compute_umap" in first.props() and "maps" not in first.props()
+    assert "compute_umap" in first.props() and not any(k.startswith("maps") for k in first.props())
     clicked = call(ds, "open_umap", state=state)
     (prompt,) = clicked.ops("prompt_user_for_operation")
     assert prompt["operator_uri"] == P + "compute_prefiqs_visualization"
@@ -302,7 +324,9 @@ def test_run_picker_switches_run_and_resets_threshold(scored):
     switched = call(ds, "on_change_run", state=state, value="whole")
     s = switched.state
     assert s["run_key"] == "whole" and s["threshold"] != 0.123 and s["info"]["unit"] == "samples"
-    assert s["threshold_whole"] == s["threshold"] and "threshold_whole" in switched.props()
+    assert s["below_at"] == s["threshold"] and s["shown_run"] == "whole"
+    again = call(ds, "on_change_run", state=dict(s, threshold=0.456), value="whole")  # the App's echo
+    assert not [o for o in again.ops("patch_panel_state") if "threshold" in o["state"]]  # changes nothing
 
 
 def test_edc_from_an_evaluation_run(scored):
@@ -324,14 +348,14 @@ def test_edc_from_an_evaluation_run(scored):
     ds.save_run_results("prefiqs_eval", ds.init_run_results("prefiqs_eval", curves=dict(prefiqs=curve)))
     try:
         first, state = _loaded(ds)
-        (trace,) = first.data["edc"]
-        assert state["num_edc"] == 1 and "edc" in first.props()
+        (trace,) = first.latest("edc")
+        assert state["num_edc"] == 1 and f"edc{state['edc_seq']}" in first.props()
         assert trace["x"] == pytest.approx(curve["discard_fractions"])
         assert [v for v in trace["y"] if v is not None] == pytest.approx(
             [v for v in curve["fnmr"] if not math.isnan(v)])
         assert trace["name"].startswith("prefiqs_eval: prefiqs") and trace["line"]["shape"] == "hv"
         other, _ = _loaded(ds, run_key="whole")  # it evaluates run "prefiqs" only
-        assert other.data["edc"] == [] and "no_edc" in other.props()
+        assert other.latest("edc") == [] and "no_edc" in other.props()
     finally:
         ds.delete_run("prefiqs_eval")
 

@@ -1,0 +1,240 @@
+"""The Face Quality panel in a real browser (FiftyOne App + Debian Chromium): the bugs a user hit.
+
+One App, one page and one panel for the whole module, driven as a user does: open the panel from
+"+", wait, switch runs, move the threshold, show what is below it, draw and hide drift, reset the
+view. Every panel event the page sends to the server (``/operators/execute`` with a
+``__method__``) is recorded, so a test can count them.
+
+The dataset has two sample-level runs, written through the plugin's own run records and brain
+visualization results (method "manual") rather than computed by the model, so that their quality
+ranges are known: ``alpha`` scores 0.70–0.85, ``beta`` 0.59–0.72, and the first ``UNSCORED``
+samples have no score in either run (``K_error`` set), as photos have none in the demo's chip run.
+"""
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from tools.app_ui import open_face_quality_panel
+from tools.fo_processes import CHROMIUM_ARGS, AppServer
+from test_fo_app_browser import _db_uri, _require_browser
+
+N, UNSCORED = 60, 8
+RANGES = {"alpha": (0.70, 0.85), "beta": (0.59, 0.72)}
+QUIET_S = 10  # an idle panel must send nothing for this long
+SETTLE_S = 30  # ...starting at most this long after an interaction
+WAIT_MS = 90_000  # for the App to show a panel update (seconds on a loaded 2-core machine)
+
+
+def _write_run(ds, api, fob, key, lo, hi, rng):
+    ids = ds.values("id")
+    q = [None] * UNSCORED + [round(float(v), 4) for v in rng.uniform(lo, hi, N - UNSCORED)]
+    drift = [None if v is None else round(1.0 - v, 4) for v in q]
+    ds.set_values(f"{key}_quality", q)
+    ds.set_values(f"{key}_drift", drift)
+    ds.set_values(f"{key}_error", ["no face found"] * UNSCORED + [None] * (N - UNSCORED))
+    api.runs.record_run(ds, key, dict(backbone="dlib_resnet29", sparsity=[0.3], patches_field=None))
+    api.runs.update_results(ds, key, summary=api.runs.summary_stats(q, drift, UNSCORED))
+    centers = rng.normal(0, 6, (6, 2))  # six identities, six clusters
+    pts = {i: centers[k % 6] + rng.normal(0, 0.6, 2) for k, i in enumerate(ids[UNSCORED:])}
+    for which, shift in (("dense", 0.0), ("pruned", 1.5)):
+        fob.compute_visualization(ds, method="manual", brain_key=f"{key}_{which}_umap",
+                                  points={i: p + shift for i, p in pts.items()})
+
+
+@pytest.fixture(scope="module")
+def ui(fo, api, photos, tmp_path_factory):
+    import fiftyone.brain as fob
+    from playwright.sync_api import sync_playwright
+
+    chromium = _require_browser()
+    name = f"prefiqs-panel-browser-{os.getpid()}"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    ds = fo.Dataset(name, persistent=True)
+    ds.add_samples([fo.Sample(filepath=photos[i % len(photos)], identity=fo.Classification(label=f"p{i % 6}"))
+                    for i in range(N)])
+    rng = np.random.default_rng(7)
+    for key, (lo, hi) in RANGES.items():
+        _write_run(ds, api, fob, key, lo, hi, rng)
+    out = tmp_path_factory.mktemp("panel_browser")
+    server = AppServer(name, out / "app.log", env=dict(FIFTYONE_DATABASE_URI=_db_uri()), start_timeout=90)
+    calls = []
+
+    def record(request):
+        if request.method != "POST" or "/operators/execute" not in request.url:
+            return
+        params = json.loads(request.post_data or "{}").get("params") or {}
+        if params.get("__method__"):
+            calls.append((time.time(), params["__method__"], params.get("value")))
+
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.on("request", record)
+            page.goto(f"{server.url}/datasets/{name}", wait_until="load")
+            try:
+                page.get_by_text("Dismiss", exact=True).click(timeout=20_000)
+            except Exception:
+                page.keyboard.press("Escape")
+            try:
+                open_face_quality_panel(page)
+            except Exception:
+                page.screenshot(path=str(out / "panel_not_open.png"))
+                raise
+            yield dict(ds=ds, page=page, calls=calls, out=out)
+            browser.close()
+    finally:
+        survivors = server.stop()
+        ds.delete()
+    assert not survivors, f"App processes left running: {[(p.pid, p.cmdline()) for p in survivors]}"
+
+
+# ------------------------------------------------------------------------------------------------
+# what the page shows
+# ------------------------------------------------------------------------------------------------
+
+
+def _below_text(page):
+    return page.get_by_text(" below ", exact=False).first.inner_text()
+
+
+def _traces(page, index):
+    """The traces plotly holds in the ``index``-th chart (0 histogram, 1 dense map, 2 pruned map)."""
+    return page.evaluate(
+        """i => Array.from(document.querySelectorAll('.js-plotly-plot'))[i].data.map(
+               t => ({name: t.name, mode: t.mode, ids: t.ids || [], n: (t.x || []).length}))""", index)
+
+
+def _settle(ui, quiet_s=QUIET_S, within_s=SETTLE_S):
+    """Wait until the panel has sent nothing for ``quiet_s``; the events seen meanwhile. Fails if it
+    never goes quiet within ``within_s + quiet_s``."""
+    page, calls = ui["page"], ui["calls"]
+    start = time.time()
+    first = len(calls)
+    while True:
+        last = calls[-1][0] if calls else start
+        if time.time() - max(last, start) >= quiet_s:
+            return calls[first:]
+        assert time.time() - start < within_s + quiet_s, f"the panel never went idle: {calls[first:][-12:]}"
+        page.wait_for_timeout(500)
+
+
+def _wait_for_map_sizes(page, n):
+    """The number of points in the dense and pruned maps, once both hold ``n`` (or after WAIT_MS)."""
+    end = time.time() + WAIT_MS / 1000
+    while True:
+        seen = [len([t for t in _traces(page, i) if t["mode"] == "markers"][0]["ids"]) for i in (1, 2)]
+        if seen == [n, n] or time.time() > end:
+            return seen
+        page.wait_for_timeout(500)
+
+
+def _pick_run(page, key):
+    page.get_by_text("PreFIQs run").locator("xpath=following::*[@role='combobox'][1]").click()
+    page.get_by_role("option", name=key, exact=True).click()
+    page.get_by_text(f"{key}: sample-level", exact=False).wait_for()
+
+
+def _expected_below(ds, key, t):
+    q = [v for v in ds.values(f"{key}_quality") if v is not None]
+    return sum(v < t for v in q)
+
+
+# ------------------------------------------------------------------------------------------------
+# the bugs
+# ------------------------------------------------------------------------------------------------
+
+
+def test_idle_panel_sends_nothing_and_keeps_the_users_threshold(ui):
+    """Bug 1: after opening, a run switch or a threshold move the panel goes quiet and stays put."""
+    page, ds = ui["page"], ui["ds"]
+    _settle(ui)
+    _pick_run(page, "alpha")
+    _settle(ui)
+    # the user's threshold: a click on the panel's slider at 60 % of its rail (the App has sliders
+    # of its own, so the panel's is found from its label)
+    rail = page.get_by_text("Threshold", exact=True).locator(
+        "xpath=following::*[contains(@class, 'MuiSlider-root')][1]").bounding_box()
+    page.mouse.click(rail["x"] + 0.6 * rail["width"], rail["y"] + rail["height"] / 2)
+    page.wait_for_function("document.body.innerText.match(/below 0\\.7[6-9]/)", timeout=WAIT_MS)
+    text = _below_text(page)
+    events = _settle(ui)
+    assert len(events) <= 12, events  # the move itself and the App's echoes of it, not a loop
+    # idle for another QUIET_S: nothing at all, and the user's threshold still shown
+    n = len(ui["calls"])
+    page.wait_for_timeout(QUIET_S * 1000)
+    assert ui["calls"][n:] == []
+    assert _below_text(page) == text
+    t = float(text.split(" below ")[1].split()[0])
+    assert text.startswith(f"{_expected_below(ds, 'alpha', t)} sample")
+
+
+def test_run_switch_starts_from_that_runs_default_threshold(ui):
+    """Bug 2: from alpha (0.70–0.85) with the user's threshold, beta (0.59–0.72) starts at its own
+    5th percentile, not at a threshold above all its faces."""
+    page, ds = ui["page"], ui["ds"]
+    _pick_run(page, "beta")
+    t = round(ds.load_run_results("beta").summary["quality_percentiles"]["5"], 4)
+    page.get_by_text(f"below {t:.4f}", exact=False).wait_for(timeout=WAIT_MS)
+    n = _expected_below(ds, "beta", t)
+    assert 0 < n < N - UNSCORED
+    assert _below_text(page).startswith(f"{n} sample")
+    _settle(ui)
+    assert f"below {t:.4f}" in _below_text(page)
+
+
+def test_show_below_threshold_leaves_out_unscored_samples(ui):
+    """Bug 3: the grid shows exactly the samples the panel counts, never the unscored ones."""
+    page, ds = ui["page"], ui["ds"]
+    text = _below_text(page)
+    n, t = int(text.split()[0]), float(text.split(" below ")[1].split()[0])
+    with page.expect_response(lambda r: "graphql" in r.url
+                              and "paginateSamplesQuery" in (r.request.post_data or "")) as grid:
+        page.get_by_text("Show below threshold", exact=True).click()
+    ids = [e["node"]["id"] for e in grid.value.json()["data"]["samples"]["edges"]]
+    quality = dict(zip(*ds.values(["id", "beta_quality"])))
+    assert len(ids) == n
+    assert all(quality[i] is not None and quality[i] < t for i in ids)
+
+
+def test_maps_show_exactly_the_current_view(ui):
+    """Bug 4: once the view narrows (here to the samples below the threshold), both maps hold
+    exactly its samples: no point left over from the wider view."""
+    page, ds = ui["page"], ui["ds"]
+    text = _below_text(page)
+    t = float(text.split(" below ")[1].split()[0])
+    quality = dict(zip(*ds.values(["id", "beta_quality"])))
+    want = sorted(i for i, q in quality.items() if q is not None and q < t)
+    seen = _wait_for_map_sizes(page, len(want))
+    assert seen == [len(want)] * 2, (seen, len(want), _below_text(page))
+    for index in (1, 2):
+        (scatter,) = [tr for tr in _traces(page, index) if tr["mode"] == "markers"]
+        assert sorted(scatter["ids"]) == want and scatter["n"] == len(want)
+
+
+def test_drift_segments_go_away(ui):
+    """Bug 5: drift segments disappear when drift is turned off, after "Reset view" and on
+    another run's maps."""
+    page = ui["page"]
+    segments = ("() => Array.from(document.querySelectorAll('.js-plotly-plot')).slice(1, 3)"
+                ".map(p => p.data.filter(t => t.mode === 'lines').reduce((s, t) => s + t.x.length, 0))")
+    page.get_by_text("Draw drift of the selection", exact=True).click()
+    page.wait_for_function(f"({segments})().every(n => n > 0)", timeout=WAIT_MS)
+    page.get_by_text("Hide drift", exact=True).click()
+    page.wait_for_function(f"({segments})().every(n => n === 0)", timeout=WAIT_MS)
+
+    page.get_by_text("Draw drift of the selection", exact=True).click()
+    page.wait_for_function(f"({segments})().every(n => n > 0)", timeout=WAIT_MS)
+    page.get_by_text("Reset view", exact=True).click()
+    assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2
+    page.wait_for_timeout(2000)
+    assert page.evaluate(segments) == [0, 0]  # nothing selected in the whole dataset: no drift
+    _pick_run(page, "alpha")
+    page.wait_for_timeout(2000)
+    assert page.evaluate(segments) == [0, 0]
+    page.screenshot(path=str(ui["out"] / "panel_after_bugs.png"))

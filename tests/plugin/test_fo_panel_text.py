@@ -1,0 +1,78 @@
+"""What the Face Quality panel says, checked without a browser on runs of known quality.
+
+The runs are the browser test's (``alpha`` 0.70–0.85, ``beta`` 0.59–0.72, the first ``UNSCORED``
+samples without a score), written through the plugin's run records, so no model runs here.
+"""
+import numpy as np
+import pytest
+
+import fiftyone.operators as foo
+from fiftyone.operators.executor import ExecutionContext, Executor
+
+from test_fo_panel import P, call
+from test_fo_panel_browser import N, RANGES, UNSCORED, _write_run
+
+
+@pytest.fixture(scope="module")
+def known(fo, api, photos):
+    import fiftyone.brain as fob
+
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=photos[i % len(photos)]) for i in range(N)])
+    rng = np.random.default_rng(3)
+    for key, (lo, hi) in RANGES.items():
+        _write_run(ds, api, fob, key, lo, hi, rng)
+    yield ds
+    ds.delete()
+
+
+def test_one_sample_view_says_its_quality_and_keeps_the_slider_scale(known):
+    ds = known
+    one = ds.exists("alpha_quality").limit(1)
+    q = one.values("alpha_quality")[0]
+    loaded = call(ds, "on_load", state=dict(run_key="alpha"), view=one)
+    s = loaded.state
+    assert s["info"]["lo"] == s["info"]["hi"] == pytest.approx(q)  # not widened by the histogram's bar
+    text = str(loaded.props()["summary"])
+    assert f"1 sample scored in this view, quality {q:.4f}." in text
+    summary = ds.load_run_results("alpha").summary
+    slider = loaded.props()["threshold"]["type"]
+    assert slider["min"] <= summary["quality_min"] and slider["max"] >= summary["quality_max"]  # the run's scale
+    assert "withInputs" not in str(loaded.props()["threshold"]["view"])  # no "Max" box posing as the value
+    assert "threshold_typed" in loaded.props()
+
+
+def test_threshold_outside_the_data_does_not_stretch_the_histogram(known):
+    ds = known
+    view = ds.exists("alpha_quality")
+    first = call(ds, "on_load", state=dict(run_key="alpha"), view=view)
+    moved = call(ds, "on_change_threshold", state=dict(first.state), view=view, value=0.95)
+    layout = moved.props()["histogram"]["view"]["layout"]
+    lo, hi = moved.state["info"]["lo"], moved.state["info"]["hi"]
+    assert layout["xaxis"]["range"][0] < lo and layout["xaxis"]["range"][1] < 0.95
+    assert "shapes" not in layout and "0.9500" in layout["annotations"][0]["text"]
+    assert moved.state["below"] == N - UNSCORED
+
+
+def test_unscored_samples_are_counted_apart_and_never_below(known):
+    ds = known
+    first = call(ds, "on_load", state=dict(run_key="beta"))
+    assert first.state["info"]["errors"] == UNSCORED
+    assert "8 samples" in str(first.props()["errors"])
+    errors = call(ds, "show_errors", state=dict(first.state)).set_view(ds)
+    assert len(errors) == UNSCORED and errors.count("beta_quality") == 0
+    below = call(ds, "show_below_threshold", state=dict(first.state)).set_view(ds)
+    assert len(below) == first.state["below"] and below.count("beta_quality") == len(below)
+
+
+def test_compute_form_proposes_a_free_run_key(known, api):
+    """A dataset that already holds the default key gets the next free one, and no error."""
+    ds = known
+    api.runs.record_run(ds, "prefiqs", dict(backbone="dlib_resnet29", sparsity=[0.3], patches_field=None))
+    try:
+        ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, params={}), executor=Executor())
+        inputs = foo.get_operator(P + "compute_prefiqs").resolve_input(ctx).to_json()
+        run_key = inputs["type"]["properties"]["run_key"]
+        assert run_key["default"] == "prefiqs_2" and not run_key.get("invalid")
+    finally:
+        ds.delete_run("prefiqs")
