@@ -13,7 +13,7 @@ The 5 points are in loose-crop pixels, in the ArcFace order (image-left eye firs
 templates and 15.7 M template pairs (19,557 genuine); :meth:`IJBProtocol.subset` samples pairs
 for a quicker run and keeps only the faces their templates need.
 
-Templates are compared through :func:`prefiqs_core.pairs.aggregate_templates` (media averaged,
+Templates are compared through :func:`prefiqs_core.evaluation.pairs.aggregate_templates` (media averaged,
 then summed; template quality = min over its faces).
 """
 from __future__ import annotations
