@@ -268,6 +268,8 @@ def plot(bench: LFWBench, rows, path, half="B", fmr=1e-3):
         y = np.divide(kept_err, n - np.arange(n + 1), out=np.zeros(n + 1), where=np.arange(n + 1) < n)
         ax.plot(x[:-1], y[:-1], label=f"{r['label']} ({r['B']:.2f})", lw=2 if r["kind"] == "prefiqs" else 1.2)
     ax.set_xlim(0, 0.3)
+    top = max(float(np.max(line.get_ydata()[line.get_xdata() <= 0.3])) for line in ax.get_lines())
+    ax.set_ylim(0, 1.1 * top)
     ax.set_xlabel("fraction of genuine pairs discarded (lowest quality first)")
     ax.set_ylabel(f"FNMR at FMR {fmr:g} (fixed threshold)")
     ax.set_title(f"{bench.bb.name}, LFW development people, half {half} (held out)")
