@@ -7,7 +7,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 export PREFIQS_DATA ?= $(CURDIR)/data
 
-.PHONY: demo test setup assets sweep bench clean
+.PHONY: demo test setup assets sweep lfw bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -34,11 +34,18 @@ test: setup assets
 	@[ "$$CI" = true ] || [ "$$PREFIQS_SLOW" = 1 ] || echo "\n*** the install tests (fresh virtualenvs, minutes) are SKIPPED: CI=true make test runs them ***\n"
 	$(VPY) -m pytest -c tests/pytest.ini --rootdir tests tests $(PYTEST_ARGS)
 
+# LFW development people (never committed; CI has ../shared): the defaults' evidence
+LFW ?= ../shared/data/lfw_dev
+
 sweep: setup assets
-	$(VPY) benchmarks/sweep.py
+	$(VPY) benchmarks/sweep.py --lfw $(LFW)
+
+lfw: setup assets
+	$(VPY) benchmarks/lfw.py $(LFW)
 
 bench: setup assets
-	$(VPY) benchmarks/speed.py
+	$(VPY) benchmarks/speed.py --backbone dlib_resnet29
+	$(VPY) benchmarks/speed.py --backbone sface
 
 clean:
 	rm -rf out .pytest_cache
