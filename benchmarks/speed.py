@@ -147,7 +147,7 @@ def main(argv=None):
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "prefiqs_core", "score", d, "--aligned", "--quiet", "--out",
                         f"{d}/scores.csv", "--backbone", args.backbone, "--batch-size", str(args.batch),
-                        "--device", args.device] + (["--checkpoint", args.checkpoint] if args.checkpoint else []),
+                        "--device", args.device] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
                        + (["--prune", args.prune] if args.prune else []), check=True, cwd=ROOT)
         t_cli = time.perf_counter() - t
         print(f"CLI process, start to exit, {n} chips: {t_cli:.1f} s ({n / t_cli:.1f} faces/s incl. start-up "
