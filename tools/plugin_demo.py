@@ -220,7 +220,7 @@ def main(argv=None) -> int:
         print("\n" + orl.format_orl_summary(summary["orl"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
-    print(f"\nopen it later with: FIFTYONE_PLUGINS_DIR={ROOT} fiftyone app launch {ds.name}")
+    print(f"\nopen it later with: FIFTYONE_PLUGINS_DIR={ROOT} fiftyone app launch {ds.name} --wait -1")
     if args.no_app or os.environ.get("NO_APP", "") not in ("", "0"):
         return 0
     port = args.port
