@@ -48,3 +48,14 @@ def test_preprocess_validation():
         Preprocess(112, "GBR")
     with pytest.raises(ValueError, match="positive"):
         Preprocess(0)
+
+
+def test_onnx_backbones_say_which_extra_is_missing(monkeypatch):
+    import sys
+
+    from prefiqs_core.backbones import load_backbone
+
+    monkeypatch.delitem(sys.modules, "prefiqs_core.backbones.onnx_model", raising=False)
+    monkeypatch.setitem(sys.modules, "onnx2torch", None)  # as if not installed
+    with pytest.raises(ModuleNotFoundError, match="backbone 'sface' needs the ONNX extra"):
+        load_backbone("sface")

@@ -23,11 +23,17 @@ def load_backbone(name: str = "dlib_resnet29", checkpoint=None, preprocess: Prep
     if name == "dlib_resnet29":
         from .dlib_resnet import load_dlib_resnet29
         return load_dlib_resnet29(checkpoint)
+    if name in ("sface", "onnx"):
+        try:
+            import onnx2torch  # noqa: F401  (imported by the converter later; checked here to say what is missing)
+
+            from .onnx_model import load_onnx, load_sface
+        except ModuleNotFoundError as e:
+            raise ModuleNotFoundError(f"backbone {name!r} needs the ONNX extra ({e.name} is not installed): "
+                                      "pip install 'onnx' 'onnx2torch' (or the package's [onnx] extra)") from e
     if name == "sface":
-        from .onnx_model import load_sface
         return load_sface(checkpoint)
     if name == "onnx":
-        from .onnx_model import load_onnx
         if checkpoint is None or preprocess is None:
             raise ValueError("backbone 'onnx' needs checkpoint=<model.onnx> and preprocess=Preprocess(...)")
         return load_onnx(checkpoint, preprocess)
