@@ -38,7 +38,7 @@ from prefiqs_core.evaluation import edc, pauc  # noqa: E402
 from prefiqs_core.evaluation.lfw import (FaceSet, PairSet, impostor_qualities, people_bootstrap,  # noqa: E402
                               people_halves, threshold_at, weighted_pauc)
 from prefiqs_core.pruning import format_prune, parse_prune, prune_tail  # noqa: E402
-from prefiqs_core.trunk import run_stages, stage_macs, stages_of  # noqa: E402
+from prefiqs_core.trunk import run_stages, stage_macs, stages_of, start_index  # noqa: E402
 
 DEFAULT_DIR = ROOT.parent / "shared" / "data" / "lfw_dev"
 FMRS = (1e-3, 1e-4)
@@ -140,7 +140,7 @@ class LFWBench:
 
     def cost(self, specs) -> float:
         total = sum(self.macs)
-        return 1.0 + sum(sum(self.macs[prune_tail_start(self.stages, s):]) / total for s in specs)
+        return 1.0 + sum(sum(self.macs[start_index(self.stages, s.start):]) / total for s in specs)
 
     def baseline(self, method) -> np.ndarray:
         if isinstance(method, EmbeddingNorm):  # the same number the method computes, from the dense pass
@@ -194,18 +194,9 @@ class LFWBench:
                    np.concatenate([pq_gen, pq_imp]), fmr, "per_level")
 
 
-def prune_tail_start(stages, spec) -> int:
-    from prefiqs_core.trunk import start_index
-    return start_index(stages, spec.start)
-
-
 def _tqdm(it, total=None, desc=None):
     from tqdm import tqdm
     return tqdm(it, total=total, desc=desc, mininterval=15, file=sys.stderr)
-
-
-def row_label(specs) -> str:
-    return format_prune(specs)
 
 
 def run(bench: LFWBench, settings: dict, baselines: dict, full: bool = True) -> list[dict]:
