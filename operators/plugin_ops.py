@@ -14,9 +14,9 @@ import fiftyone as fo
 
 from ..prefiqs_core.backbones import NAMES as BACKBONES
 from ..prefiqs_core.checkpoints import CheckpointError, check_user_file
-from ..prefiqs_core.defaults import default_pruning
+from ..prefiqs_core.defaults import default_pruning, exact_pruning
 from ..prefiqs_core.pruning import METHODS as PRUNING_METHODS
-from ..prefiqs_core.pruning import SPEC_HELP, PruneSpec, parse_prune
+from ..prefiqs_core.pruning import SPEC_HELP, parse_prune
 from . import runs
 from .detection import iter_detect_faces
 from .scoring import DEFAULT_BACKBONE, iter_compute_prefiqs, split_choices
@@ -34,18 +34,15 @@ def form_pruning(p: dict):
     call that gave only ``pruning``/``sparsity``, or nothing) those values, unchanged."""
     if p.get("prune"):
         return p["prune"]
-    form_keys = ("prune_from", "keep_first", "keep_last")
-    if not any(k in p for k in form_keys):
+    backbone = p.get("backbone") or DEFAULT_BACKBONE
+    if not any(k in p for k in ("prune_from", "keep_first", "keep_last")):
         if p.get("sparsity") is None:
             return p.get("pruning")
-        return PruneSpec(p.get("pruning") or default_pruning(p.get("backbone") or DEFAULT_BACKBONE)[0].method,
-                         float(p["sparsity"])).label()
-    base = default_pruning(p.get("backbone") or DEFAULT_BACKBONE)[0]
+        return exact_pruning(backbone, p.get("pruning"), p["sparsity"]).label()
     start = p.get("prune_from")
-    return PruneSpec(p.get("pruning") or base.method,
-                     float(p["sparsity"]) if p.get("sparsity") is not None else base.sparsity,
-                     keep_first=bool(p.get("keep_first")), keep_last=bool(p.get("keep_last")),
-                     start=None if start in (None, "", WHOLE_NETWORK) else start).label()
+    return exact_pruning(backbone, p.get("pruning"), p.get("sparsity"), keep_first=bool(p.get("keep_first")),
+                         keep_last=bool(p.get("keep_last")),
+                         start=None if start in (None, "", WHOLE_NETWORK) else start).label()
 
 
 # ------------------------------------------------------------------------------------------------

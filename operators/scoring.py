@@ -16,7 +16,7 @@ from fiftyone import ViewField as F
 
 from ..prefiqs_core.backbones import load_backbone
 from ..prefiqs_core.checkpoints import check_user_file
-from ..prefiqs_core.defaults import default_pruning
+from ..prefiqs_core.defaults import default_pruning, exact_pruning
 from ..prefiqs_core.pruning import PruneSpec, parse_prune
 from ..prefiqs_core.scoring import PreFIQs
 from . import runs
@@ -116,11 +116,9 @@ def resolve_pruning(backbone_name: str, pruning=None, sparsity=None) -> list[Pru
         if sparsity is not None:
             raise ValueError("the pruning spec string already gives the sparsity; leave sparsity unset")
         return parse_prune(pruning)
-    defaults = default_pruning(backbone_name)
     if pruning is None and sparsity is None:
-        return defaults
-    return [PruneSpec(pruning or defaults[0].method,
-                      float(sparsity) if sparsity is not None else defaults[0].sparsity)]
+        return default_pruning(backbone_name)
+    return [exact_pruning(backbone_name, pruning, sparsity)]
 
 
 @functools.lru_cache(maxsize=8)

@@ -36,8 +36,8 @@ def _add_model_args(p: argparse.ArgumentParser):
 def pruning_from_args(args, backbone_name: str):
     """The pruned copies the command line asks for: ``--prune``, else the component flags, else the
     backbone's default. Raises ``ValueError`` with a one-line message."""
-    from .defaults import default_pruning
-    from .pruning import PruneSpec, parse_prune
+    from .defaults import default_pruning, exact_pruning
+    from .pruning import parse_prune
 
     parts = dict(method=args.pruning, sparsity=args.sparsity, seed=args.seed,
                  keep_first=args.keep_first or None, keep_last=args.keep_last or None, start=args.prune_from)
@@ -50,10 +50,7 @@ def pruning_from_args(args, backbone_name: str):
         return parse_prune(args.prune)
     if not given:
         return default_pruning(backbone_name)
-    base = default_pruning(backbone_name)[0]
-    given.setdefault("method", base.method)
-    given.setdefault("sparsity", base.sparsity)
-    return [PruneSpec(**given)]
+    return [exact_pruning(backbone_name, **given)]
 
 
 def build_scorer(args):

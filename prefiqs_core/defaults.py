@@ -15,3 +15,12 @@ FALLBACK = [PruneSpec("global_l1", 0.3)]
 
 def default_pruning(backbone_name: str) -> list[PruneSpec]:
     return list(DEFAULTS.get(backbone_name, FALLBACK))
+
+
+def exact_pruning(backbone_name: str, method: str | None = None, sparsity: float | None = None,
+                  **options) -> PruneSpec:
+    """One pruned copy that is exactly what is given: a ``method`` or ``sparsity`` left out takes the
+    backbone default's; every other option (``seed``, ``keep_first``, ``keep_last``, ``start``) is
+    as given, never inherited from the default (CLI flags, the SDK and the compute form share it)."""
+    base = default_pruning(backbone_name)[0]
+    return PruneSpec(method or base.method, float(sparsity) if sparsity is not None else base.sparsity, **options)
