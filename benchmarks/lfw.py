@@ -132,8 +132,9 @@ class LFWBench:
         k, tail, _ = prune_tail(self.bb.net, spec)
         acts = self.activations(k)
         out = []
-        for i, x in self._batches():
-            h = x if acts is None else acts[i:i + self.batch]
+        for i in range(0, len(self.chips), self.batch):
+            # late tails start from the cached dense activation: the chips need no preparing then
+            h = self.bb.prepare(self.chips[i:i + self.batch]) if acts is None else acts[i:i + self.batch]
             p = F.normalize(tail(h).float(), dim=1).numpy()
             out.append(np.linalg.norm(self.dense[i:i + len(p)] - p, axis=1))
         return np.concatenate(out)
