@@ -50,12 +50,13 @@ def test_preprocess_validation():
         Preprocess(0)
 
 
-def test_onnx_backbones_say_which_extra_is_missing(monkeypatch):
+def test_onnx_backbones_say_what_is_missing(monkeypatch):
     import sys
 
     from prefiqs_core.backbones import load_backbone
 
-    monkeypatch.delitem(sys.modules, "prefiqs_core.backbones.onnx_model", raising=False)
-    monkeypatch.setitem(sys.modules, "onnx2torch", None)  # as if not installed
-    with pytest.raises(ModuleNotFoundError, match="backbone 'sface' needs the ONNX extra"):
+    for mod in ("prefiqs_core.backbones.onnx_model", "prefiqs_core.backbones.onnx_convert"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
+    with pytest.raises(ModuleNotFoundError, match="backbone 'sface' needs the onnx package.*pip install onnx"):
         load_backbone("sface")

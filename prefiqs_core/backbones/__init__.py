@@ -25,12 +25,10 @@ def load_backbone(name: str = "dlib_resnet29", checkpoint=None, preprocess: Prep
         return load_dlib_resnet29(checkpoint)
     if name in ("sface", "onnx"):
         try:
-            import onnx2torch  # noqa: F401  (imported by the converter later; checked here to say what is missing)
-
             from .onnx_model import load_onnx, load_sface
         except ModuleNotFoundError as e:
-            raise ModuleNotFoundError(f"backbone {name!r} needs the ONNX extra ({e.name} is not installed): "
-                                      "pip install 'onnx' 'onnx2torch' (or the package's [onnx] extra)") from e
+            raise ModuleNotFoundError(f"backbone {name!r} needs the onnx package ({e.name} is not installed): "
+                                      "pip install onnx") from e
     if name == "sface":
         return load_sface(checkpoint)
     if name == "onnx":

@@ -1,17 +1,19 @@
 """ONNX face-recognition models as plain PyTorch modules.
 
-An ONNX file is turned into a ``torch.fx.GraphModule`` with ``onnx2torch``. Two things stand in the
-way for the models that registries actually ship:
+An ONNX file is turned into a ``torch.fx.GraphModule`` by the project's own converter
+(``onnx_convert``: the ops face-recognition CNNs use, enough for SFace and iResNet exports); graphs
+with other ops go through ``onnx2torch`` when it is installed. Two things stand in the way for the
+models that registries actually ship:
 
 * **Quantised weights.** Files such as OpenCV-Zoo's ``*_int8bq.onnx`` store every weight as int8 and
   rebuild it at run time with ``DequantizeLinear`` (often *blocked*: one scale per ``block_size``
-  values along ``axis``), followed by a ``Reshape`` to the kernel's shape. onnx2torch has no converter
-  for that, and even if it had, the weights would end up as buffers feeding a functional conv rather
-  than as ``nn.Conv2d`` / ``nn.Linear`` parameters, which pruning needs. So we dequantise those
+  values along ``axis``), followed by a ``Reshape`` to the kernel's shape. The weights must end up
+  as ``nn.Conv2d`` / ``nn.Linear`` parameters, which pruning needs, so we dequantise those
   constants with numpy first and fold the constant layout ops after them, leaving float initialisers.
-* **New opsets.** onnx2torch registers converters up to about opset 13-16. We declare the newest
-  opset it can convert, but only when every op in the graph has the same inputs, outputs and
-  attributes at that opset as at the file's own, i.e. when the newer versions only added types.
+* **New opsets** (onnx2torch only). onnx2torch registers converters up to about opset 13-16. We
+  declare the newest opset it can convert, but only when every op in the graph has the same inputs,
+  outputs and attributes at that opset as at the file's own, i.e. when the newer versions only
+  added types.
 
 Dropout nodes are bypassed (they are the identity at inference), and the module is put in eval
 mode, so the network is deterministic and its forward is pure torch: it runs on any device and
@@ -30,6 +32,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from prefiqs_core import assets
+from prefiqs_core.backbones import onnx_convert
 from prefiqs_core.backbones.base import Backbone, Preprocess, sha256_of
 
 # What cv2.FaceRecognizerSF.feature() feeds SFace: it calls
@@ -65,17 +68,18 @@ def load_onnx(path, preprocess: Preprocess, name: str | None = None) -> Backbone
     _drop_dead_nodes(model)
     _drop_unused_initializers(model)
     _reject_activation_quantisation(model, path)
-    converted_opset = _converter_opset(model, path)
-    _set_default_opset(model, converted_opset)
-
-    net = _convert(model, path)
+    try:
+        net, converter, converted_opset = onnx_convert.convert(model), "prefiqs", opset
+    except onnx_convert.UnsupportedOps as e:
+        net, converted_opset = _convert_with_onnx2torch(model, path, e), None
+        converter = "onnx2torch"
     net.eval()
     embedding_dim = _probe_embedding_dim(net, preprocess.size, path)
     return Backbone(
         name=name or path.stem, net=net, preprocess=preprocess, embedding_dim=embedding_dim,
         source=str(path), source_sha256=sha256_of(path),
         extra=dict(input_name=input_name, onnx_opset=opset, converted_opset=converted_opset,
-                   dequantized_weights=n_dequantized, folded_nodes=n_folded,
+                   converter=converter, dequantized_weights=n_dequantized, folded_nodes=n_folded,
                    removed_dropouts=n_dropouts))
 
 
@@ -386,9 +390,16 @@ def _has_schema(op: str, version: int) -> bool:
         return False
 
 
-def _convert(model: onnx.ModelProto, path: Path) -> nn.Module:
-    from onnx2torch import convert
-
+def _convert_with_onnx2torch(model: onnx.ModelProto, path: Path, why: Exception) -> nn.Module:
+    """Graphs with ops the project's own converter lacks go through onnx2torch (the [onnx] extra)."""
+    try:
+        from onnx2torch import convert
+    except ImportError as e:
+        raise ModuleNotFoundError(
+            f"{path}: {why}; onnx2torch can convert more ops: pip install onnx2torch "
+            "(or the package's [onnx] extra)") from e
+    converted_opset = _converter_opset(model, path)
+    _set_default_opset(model, converted_opset)
     try:
         return convert(model)
     except NotImplementedError as e:
