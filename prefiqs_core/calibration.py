@@ -294,9 +294,10 @@ def wilson(k, n, z: float = 1.959964) -> tuple[np.ndarray, np.ndarray]:
 def make_bands(pair_quality: np.ndarray, errors: np.ndarray, n_bands: int = 16, min_errors: int = 10,
                min_pairs: int = 200) -> np.ndarray:
     """Inner band edges (sorted): ``n_bands`` bands with equal numbers of genuine pairs, then
-    neighbours merged, from the best band down, until each holds at least ``min_errors`` false
+    neighbours merged, from the worst band up, until each holds at least ``min_errors`` false
     non-matches and ``min_pairs`` pairs. Bands with almost no failures would state a meaningless
-    rate; failures are concentrated at low quality, so the good end gets fewer, wider bands."""
+    rate; failures are concentrated at low quality, so the low end keeps its narrow bands (where a
+    threshold is chosen) and the good end gets fewer, wider ones."""
     order = np.argsort(pair_quality, kind="stable")
     q, e = pair_quality[order], errors[order]
     n = len(q)
@@ -305,17 +306,21 @@ def make_bands(pair_quality: np.ndarray, errors: np.ndarray, n_bands: int = 16, 
     cuts = sorted({int(np.searchsorted(q, q[c], side="left")) for c in cuts} - {0, n})
     bounds = [0, *cuts, n]
     segs = [[bounds[i], bounds[i + 1]] for i in range(len(bounds) - 1)]
-    i = len(segs) - 1
-    while i > 0:
-        a, b = segs[i]
-        if e[a:b].sum() < min_errors or b - a < min_pairs:
-            segs[i - 1][1] = b
-            del segs[i]
-        i -= 1
-    # the lowest band may still be short of pairs: merge it upwards
-    while len(segs) > 1 and (e[segs[0][0]:segs[0][1]].sum() < min_errors or segs[0][1] - segs[0][0] < min_pairs):
-        segs[1][0] = segs[0][0]
-        del segs[0]
+
+    def short(seg):
+        return e[seg[0]:seg[1]].sum() < min_errors or seg[1] - seg[0] < min_pairs
+
+    i = 0
+    while i < len(segs) - 1:
+        if short(segs[i]):  # take in the next better band
+            segs[i][1] = segs[i + 1][1]
+            del segs[i + 1]
+        else:
+            i += 1
+    # the best band may still be short: merge it into the one below
+    if len(segs) > 1 and short(segs[-1]):
+        segs[-2][1] = segs[-1][1]
+        del segs[-1]
     # an edge halfway between the neighbouring qualities
     return np.array([(q[s[0] - 1] + q[s[0]]) / 2 for s in segs[1:]], np.float64)
 
@@ -469,7 +474,7 @@ def fit(ref: Reference, backbone: str, prune, weights_sha256: str, made: dict | 
     info.update(faces=int(len(fq)), people=int(ref.pairs.n_people), genuine_pairs=int(len(pq)),
                 impostor_pairs=int(len(ref.pairs.impostor)), false_non_matches=int(err.sum()),
                 threshold=float(ref.threshold), pair_quality="min of the two faces' qualities",
-                bands="equal-count bands of genuine pairs by pair quality, merged from the best down until "
+                bands="equal-count bands of genuine pairs by pair quality, merged from the worst up until "
                       f"each holds >= {min_errors} false non-matches and >= {min_pairs} pairs "
                       f"(from {n_bands}); the first band is open below, the last above",
                 smoothing="pool adjacent violators, weighted by pairs, non-increasing in quality",
