@@ -116,12 +116,11 @@ class Calibration:
         linear between the stored percentiles, 0 below the lowest and 100 above the highest.
         Non-decreasing in quality; arrays in, arrays out (NaN stays NaN)."""
         q = np.asarray(quality, np.float64)
-        # equal stored quantiles (ties in the reference) would make np.interp pick one end;
-        # taking the upper percentile of a tie keeps "share with lower quality" non-decreasing
-        xp, idx = np.unique(self._q, return_index=True)
-        last = np.r_[idx[1:] - 1, len(self._q) - 1]
-        out = np.interp(q, xp, PERCENTILE_LEVELS[last] if len(xp) < len(self._q) else PERCENTILE_LEVELS,
-                        left=0.0, right=100.0)
+        # equal stored quantiles (ties in the reference) would leave np.interp to pick an end:
+        # interpolate between distinct qualities, each at the highest percentile it holds
+        xp, first = np.unique(self._q, return_index=True)
+        last = np.r_[first[1:] - 1, len(self._q) - 1]
+        out = np.interp(q, xp, PERCENTILE_LEVELS[last], left=0.0, right=100.0)
         return np.where(np.isnan(q), np.nan, out)
 
     def quality_at_percentile(self, percentile):

@@ -96,6 +96,15 @@ def test_conversions_are_monotone_vectorised_and_bounded(table):
     assert np.isnan(table.percentile([np.nan]))[0] and float(table.percentile(0.9)) == table.percentile([0.9])[0]
 
 
+def test_tied_reference_qualities_keep_the_percentile_monotone(table):
+    d = table.to_dict()
+    d["quantiles"][10:20] = [d["quantiles"][10]] * 10  # ten percentiles share one quality
+    cal = Calibration.from_dict(d)
+    q = np.linspace(cal.quantiles[0], cal.quantiles[-1], 4001)
+    assert np.all(np.diff(cal.percentile(q)) >= 0)
+    assert float(cal.percentile(d["quantiles"][10])) == 19  # the highest percentile that quality holds
+
+
 def test_fnmr_threshold_conversion(table):
     for x in (0.5, 0.1, 0.05, table.bands[-1].fnmr):
         cut = table.quality_for_fnmr(x)
@@ -151,6 +160,19 @@ def test_wilson_interval_known_values():
     lo, hi = wilson([0, 5], [100, 10])
     assert lo[0] == 0 and hi[0] == pytest.approx(0.0370, abs=1e-4)  # the "rule of three"-like bound
     assert lo[1] == pytest.approx(0.2366, abs=1e-4) and hi[1] == pytest.approx(0.7634, abs=1e-4)
+
+
+def test_bootstrap_threshold_with_unit_weights_is_the_projects_rule():
+    from prefiqs_core.calibration import _weighted_threshold
+    from prefiqs_core.evaluation.lfw import threshold_at
+
+    imp = np.random.default_rng(5).normal(size=20000)
+    top = np.sort(imp)[::-1][:200]
+    assert _weighted_threshold(top, np.ones((1, 200)), np.array([20000.0]), 1e-3)[0] == threshold_at(imp, 1e-3)
+    # a person drawn twice counts their impostor pairs twice: the threshold rises
+    w = np.ones((1, 200))
+    w[0, :30] = 2
+    assert _weighted_threshold(top, w, np.array([20030.0]), 1e-3)[0] > threshold_at(imp, 1e-3)
 
 
 def test_bands_hold_enough_failures():
