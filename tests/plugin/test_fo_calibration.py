@@ -12,8 +12,12 @@ P = "@prefiqs/prefiqs/"
 @pytest.fixture(scope="module")
 def table():
     from prefiqs_core.calibration import shipped
+    from prefiqs_core.defaults import default_pruning
+    from prefiqs_core.pruning import format_prune
 
-    return shipped("dlib_resnet29")  # read here directly, not through the plugin
+    cal = shipped("dlib_resnet29")  # read here directly, not through the plugin
+    assert cal.prune == format_prune(default_pruning("dlib_resnet29")), "stale shipped table: `make calibration`"
+    return cal
 
 
 @pytest.fixture(scope="module")
