@@ -7,7 +7,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 export PREFIQS_DATA ?= $(CURDIR)/data
 
-.PHONY: demo test setup assets sweep lfw bench clean
+.PHONY: demo test setup assets sweep lfw calibration bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -42,6 +42,13 @@ sweep: setup assets
 
 lfw: setup assets
 	$(VPY) benchmarks/lfw.py $(LFW)
+
+# the shipped calibration tables, fitted on half A (re-run when a default changes: a test fails until then),
+# then checked on half B with the plots for the README
+calibration: setup assets
+	for b in dlib_resnet29 sface; do $(VPY) -m prefiqs_core calibrate --identity-folder $(LFW) --half A \
+		--cache out/lfw/cache --backbone $$b --out prefiqs_core/calibrations/$$b.json || exit 1; done
+	$(VPY) benchmarks/calibration.py $(LFW)
 
 bench: setup assets
 	$(VPY) benchmarks/speed.py --backbone dlib_resnet29

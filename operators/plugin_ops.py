@@ -213,6 +213,14 @@ class ComputePrefiqs(_DelegableOperator):
                 pr.invalid, pr.error_message = True, str(e)
         elif p.get("prune_from") not in (None, WHOLE_NETWORK, *splits):
             inputs.view("split", types.Warning(label=f"{p['prune_from']} is not a split point of {backbone}"))
+        cal = inputs.str("calibration", required=False, label="Calibration table",
+                         description="JSON from `python -m prefiqs_core calibrate`, for percentile and expected "
+                                     "FNMR fields (default: the shipped table when it fits backbone and pruning)")
+        if p.get("calibration"):
+            try:
+                check_user_file(p["calibration"], what="calibration table", max_bytes=16 << 20)
+            except CheckpointError as e:
+                cal.invalid, cal.error_message = True, str(e)
         inputs.int("batch_size", default=64, label="Batch size")
         inputs.str("device", required=False, label="Device", description="cpu, cuda, cuda:1... (default: auto)")
         inputs.bool("store_embeddings", default=True, label="Store embeddings",
@@ -237,7 +245,7 @@ class ComputePrefiqs(_DelegableOperator):
             checkpoint=p.get("checkpoint") or None, pruning=form_pruning(p),
             batch_size=p.get("batch_size", 64), device=p.get("device") or None,
             store_embeddings=p.get("store_embeddings", True), overwrite=p.get("overwrite", False),
-            resume=p.get("resume", False))
+            resume=p.get("resume", False), calibration=p.get("calibration") or None)
         return _run_progress(ctx, gen, lambda r: f"PreFIQs {r['run_key']}: {r['num_scored']} faces scored, "
                                                  f"{r['num_errors']} errors")
 
@@ -245,7 +253,7 @@ class ComputePrefiqs(_DelegableOperator):
         from .shards import queue_compute_prefiqs_shards
 
         keys = ("patches_field", "keypoints_field", "aligned", "detect", "backbone", "checkpoint",
-                "batch_size", "device", "store_embeddings", "overwrite", "resume")
+                "batch_size", "device", "store_embeddings", "overwrite", "resume", "calibration")
         key = p.get("run_key") or "prefiqs"
         queued = queue_compute_prefiqs_shards(ctx.target_view(), int(p["num_shards"]), run_key=key,
                                               pruning=form_pruning(p),
@@ -258,14 +266,15 @@ class ComputePrefiqs(_DelegableOperator):
     def __call__(self, sample_collection, run_key="prefiqs", patches_field=None, keypoints_field=None,
                  aligned=False, detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None,
                  sparsity=None, batch_size=64, device=None, store_embeddings=True, overwrite=False,
-                 resume=False, num_shards=1, delegate=False):
+                 resume=False, num_shards=1, delegate=False, calibration=None):
         """See ``operators.scoring.compute_prefiqs``. Returns the run's summary (or, when delegated,
         the ``ExecutionResult`` of the queued operation)."""
         params = dict(run_key=run_key, patches_field=patches_field, keypoints_field=keypoints_field,
                       aligned=aligned, detect=detect, backbone=backbone, checkpoint=checkpoint,
                       pruning=pruning, sparsity=sparsity, batch_size=batch_size, device=device,
                       store_embeddings=store_embeddings, overwrite=overwrite, resume=resume,
-                      num_shards=num_shards, delegate=delegate)
+                      num_shards=num_shards, delegate=delegate,
+                      calibration=str(calibration) if calibration else None)
         result = _execute(self.uri, sample_collection, {k: v for k, v in params.items() if v is not None},
                           delegate)
         result.raise_exceptions()
@@ -374,19 +383,35 @@ class TagLowQuality(foo.Operator):
     @property
     def config(self):
         return foo.OperatorConfig(name="tag_low_quality", label="PreFIQs: tag low-quality faces",
-                                  description="Tag faces below a quality threshold or the worst percent, "
-                                              "and save a worst-first view", dynamic=True)
+                                  description="Tag faces below a quality threshold, the worst percent, a "
+                                              "reference percentile or an expected FNMR, and save a worst-first "
+                                              "view", dynamic=True)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
         ctx.target_view()
-        if _run_key_choice(ctx, inputs) is None:
+        key = _run_key_choice(ctx, inputs)
+        if key is None:
             return types.Property(inputs)
         thr = inputs.float("threshold", required=False, label="Quality threshold",
                            description="Tag faces whose quality is below this")
         inputs.float("worst_percent", required=False, label="...or the worst percent")
-        if (ctx.params.get("threshold") is None) == (ctx.params.get("worst_percent") is None):
-            thr.invalid, thr.error_message = True, "Give exactly one of threshold or worst percent"
+        try:
+            runs.calibration_of(ctx.dataset, key)
+            calibrated = None
+        except ValueError as e:
+            calibrated = str(e)
+        if calibrated is None:
+            inputs.float("percentile", required=False, label="...or below this reference percentile",
+                         description="0-100: share of the calibration's reference faces with lower quality")
+            inputs.float("max_expected_fnmr", required=False, label="...or expected FNMR above",
+                         description="A rate, e.g. 0.05: tag faces whose expected FNMR at FMR 1e-3 exceeds it")
+        else:
+            inputs.view("uncalibrated", types.Notice(label=f"Percentile and expected-FNMR thresholds: {calibrated}"))
+        names = ("threshold", "worst_percent", "percentile", "max_expected_fnmr")
+        if sum(ctx.params.get(n) is not None for n in names) != 1:
+            thr.invalid, thr.error_message = True, ("Give exactly one of threshold, worst percent"
+                                                    + (", percentile or expected FNMR" if calibrated is None else ""))
         inputs.str("tag", default="low_quality", label="Tag")
         inputs.bool("label_tags", required=False, label="Tag face labels (patch runs; default yes)")
         inputs.bool("save_view", default=True, label="Save the view <run>_worst")
@@ -396,17 +421,19 @@ class TagLowQuality(foo.Operator):
         p = ctx.params
         info = tag_low_quality(ctx.target_view(), run_key=p.get("run_key") or "prefiqs", threshold=p.get("threshold"),
                                worst_percent=p.get("worst_percent"), tag=p.get("tag") or "low_quality",
-                               label_tags=p.get("label_tags"), save_view=p.get("save_view", True))
+                               label_tags=p.get("label_tags"), save_view=p.get("save_view", True),
+                               percentile=p.get("percentile"), max_expected_fnmr=p.get("max_expected_fnmr"))
         ctx.ops.reload_dataset()
         if info["saved_view"]:
             ctx.ops.set_view(name=info["saved_view"])
         return info
 
     def __call__(self, sample_collection, run_key="prefiqs", threshold=None, worst_percent=None,
-                 tag="low_quality", label_tags=None, save_view=True):
+                 tag="low_quality", label_tags=None, save_view=True, percentile=None, max_expected_fnmr=None):
         """See ``operators.tagging.tag_low_quality``; returns its result dict."""
         params = dict(run_key=run_key, threshold=threshold, worst_percent=worst_percent, tag=tag,
-                      label_tags=label_tags, save_view=save_view)
+                      label_tags=label_tags, save_view=save_view, percentile=percentile,
+                      max_expected_fnmr=max_expected_fnmr)
         result = _execute(self.uri, sample_collection, {k: v for k, v in params.items() if v is not None}, False)
         result.raise_exceptions()
         return result.result

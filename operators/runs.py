@@ -1,7 +1,8 @@
 """What a PreFIQs run is on a dataset: its field names and its record in FiftyOne's custom runs.
 
 One run key ``K`` owns a fixed family of fields (``K_quality``, ``K_drift``, ``K_error``,
-``K_dense``, ``K_pruned``, ``K_drift_vector`` and, for face patches, ``K_min_quality``) plus the
+``K_dense``, ``K_pruned``, ``K_drift_vector``, ``K_percentile`` and ``K_expected_fnmr`` when a
+calibration table applied, and, for face patches, ``K_min_quality``) plus the
 brain visualization runs ``K_dense_umap`` / ``K_pruned_umap``. The run record (``dataset.get_run_info(K)``)
 holds the configuration, its results hold the summary statistics, so that everything written
 under ``K`` can be explained and removed again from the record alone.
@@ -55,6 +56,16 @@ class RunFields:
         return self.label_path("error")
 
     @property
+    def percentile(self):
+        """Reference percentile of the quality (only when a calibration table applied)."""
+        return self.label_path("percentile")
+
+    @property
+    def expected_fnmr(self):
+        """Expected FNMR at FMR 1e-3 for the quality (only when a calibration table applied)."""
+        return self.label_path("expected_fnmr")
+
+    @property
     def sample_error(self):
         """Image-level failures (unreadable file, no face): always a sample field."""
         return self.sample_path("error")
@@ -71,8 +82,10 @@ class RunFields:
         """Sample fields of which one is set once a sample has been processed (for ``resume``)."""
         return [self.min_quality if self.patches_field else self.quality, self.sample_error]
 
-    def all_paths(self, vectors=VECTORS) -> list[str]:
+    def all_paths(self, vectors=VECTORS, calibrated: bool = True) -> list[str]:
         paths = [self.quality, self.drift, self.error] + [self.vector(v) for v in vectors]
+        if calibrated:
+            paths += [self.percentile, self.expected_fnmr]
         if self.patches_field:
             paths += [self.sample_error, self.min_quality]
         return paths
@@ -103,6 +116,20 @@ def load_config(samples, run_key: str) -> dict:
         raise ValueError(f"no PreFIQs run with key {run_key!r} on dataset {samples._dataset.name!r}")
     cfg = samples._dataset.get_run_info(run_key).config.serialize()
     return {k: v for k, v in cfg.items() if k not in ("cls", "type", "method")}
+
+
+def calibration_of(samples, run_key: str):
+    """The calibration table run ``run_key`` converted its qualities with (kept whole in its record),
+    or raises ``ValueError`` saying why the run has none."""
+    from ..prefiqs_core.calibration import Calibration
+
+    cfg = load_config(samples, run_key)
+    table = cfg.get("calibration")
+    if not table:
+        why = cfg.get("calibration_absent") or "it was computed before calibration tables existed"
+        raise ValueError(f"run {run_key!r} has no calibration table ({why}); give a raw quality threshold or "
+                         "worst_percent, or rerun compute_prefiqs with calibration=<table.json>")
+    return Calibration.from_dict(table)
 
 
 def fields_of(samples, run_key: str) -> RunFields:

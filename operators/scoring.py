@@ -15,6 +15,7 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from ..prefiqs_core.backbones import load_backbone
+from ..prefiqs_core.calibration import resolve as resolve_calibration
 from ..prefiqs_core.checkpoints import check_user_file
 from ..prefiqs_core.defaults import default_pruning, exact_pruning
 from ..prefiqs_core.pruning import PruneSpec, parse_prune
@@ -33,7 +34,7 @@ _MAX_SCORERS = 2  # each holds a dense and a pruned network; keep the cache smal
 def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
                     detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
                     batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False,
-                    progress=None) -> dict:
+                    calibration=None, progress=None) -> dict:
     """Scores the face image quality of ``samples`` with PreFIQs and stores it in fields.
 
     PreFIQs measures how far a face's L2-normalised embedding moves when the recognition network
@@ -58,6 +59,10 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
         fields ``K_min_quality`` (the worst face; for sorting) and ``K_error`` (image-level failures)
     -   when ``store_embeddings``: ``VectorField`` s ``K_dense``, ``K_pruned``, ``K_drift_vector``
         beside the quality
+    -   when a calibration table applies (``calibration``, or the shipped table of the backbone's
+        default pruning and weights): ``K_percentile`` (share of reference faces with lower quality,
+        0–100) and ``K_expected_fnmr`` (expected FNMR at FMR 1e-3) beside the quality. Without one
+        they are absent and the run's config says why (``calibration_absent``)
 
     Faces that cannot be scored (unreadable image, no face, degenerate box) get their reason in
     ``K_error``; they never stop the run. A custom run ``K`` (``samples.get_run_info(K)``)
@@ -84,6 +89,9 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
         overwrite (False): replace an existing run ``K`` (its fields, visualizations and record)
         resume (False): continue an existing run ``K``, scoring only samples not processed yet;
             the configuration must match the recorded one
+        calibration (None): a calibration table (JSON, ``python -m prefiqs_core calibrate``); it must
+            have been made for this backbone, pruning and weights file, else the run is refused.
+            Default: the shipped table when it applies
         progress (None): a callable ``progress(fraction, label)``
 
     Returns:
@@ -97,7 +105,7 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
                                       backbone=backbone, checkpoint=checkpoint, pruning=pruning,
                                       sparsity=sparsity, batch_size=batch_size, device=device,
                                       store_embeddings=store_embeddings, overwrite=overwrite,
-                                      resume=resume), progress)
+                                      resume=resume, calibration=calibration), progress)
 
 
 def resolve_pruning(backbone_name: str, pruning=None, sparsity=None) -> list[PruneSpec]:
@@ -229,7 +237,8 @@ def _check_options(batch_size, device, checkpoint):
 
 def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
                             detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
-                            batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False) -> dict:
+                            batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False,
+                            calibration=None) -> dict:
     """Everything :func:`compute_prefiqs` does before scoring: check the arguments, load the scorer,
     record (or check, for ``resume``) the run and declare its fields. Returns what the scoring needs.
 
@@ -254,24 +263,34 @@ def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keyp
         _check_label_field(dataset, patches_field, fo.Detections, "patches")
     if keypoints_field and not (detect and not dataset.has_sample_field(keypoints_field)):
         _check_label_field(dataset, keypoints_field, fo.Keypoints, "keypoints")
+    if calibration:  # a path typed in the App: checked like a checkpoint before it is read
+        calibration = str(check_user_file(calibration, what="calibration table", max_bytes=16 << 20))
     scorer = get_scorer(backbone, checkpoint, specs, device)
+    bb = scorer.backbone
+    # a named table that does not fit this setting raises here (CalibrationMismatch): refused, not converted
+    cal, cal_absent = resolve_calibration(bb.name, scorer.spec_string, bb.source_sha256, calibration)
     config = _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, vectors, specs)
+    config.update(calibration=cal.to_dict() if cal else None, calibration_file=calibration or
+                  ("shipped" if cal else None), calibration_absent=cal_absent,
+                  fields=fields.all_paths(vectors, calibrated=cal is not None))
     _prepare_run(samples, fields, config, overwrite, resume)
     if detect and patches_field:
         _declare_detection_fields(dataset, patches_field, keypoints_field)
-    _declare_fields(dataset, fields, vectors)
-    return dict(scorer=scorer, fields=fields, mode=mode, keypoints_field=keypoints_field, vectors=vectors)
+    _declare_fields(dataset, fields, vectors, cal is not None)
+    return dict(scorer=scorer, fields=fields, mode=mode, keypoints_field=keypoints_field, vectors=vectors,
+                calibration=cal)
 
 
 def _iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
                           detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
                           batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False,
-                          done=None):
+                          calibration=None, done=None):
     yield Progress(0.0, f"loading {backbone}")
     setup = prepare_compute_prefiqs(samples, run_key, patches_field, keypoints_field, aligned, detect, backbone,
                                     checkpoint, pruning, sparsity, batch_size, device, store_embeddings,
-                                    overwrite, resume)
+                                    overwrite, resume, calibration)
     scorer, fields, mode, vectors = setup["scorer"], setup["fields"], setup["mode"], setup["vectors"]
+    cal = setup["calibration"]
     keypoints_field = setup["keypoints_field"]
     dataset = samples._dataset
 
@@ -289,9 +308,9 @@ def _iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoi
         # select from the caller's view, not the dataset, so label filters in that view still apply
         view = samples.select(chunk, ordered=True)
         if patches_field:
-            _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally)
+            _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally, cal)
         else:
-            _score_images(view, fields, mode, scorer, batch_size, vectors, tally)
+            _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal)
         tally["num_samples"] += len(chunk)
         if done is not None:
             done[0] = tally["num_samples"]
@@ -349,7 +368,8 @@ def _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, v
     )
 
 
-_MATCHING = ("backbone", "checkpoint_sha256", "pruning", "input", "patches_field", "keypoints_field")
+# a resumed run must convert with the same calibration table, or its percentiles would mix two scales
+_MATCHING = ("backbone", "checkpoint_sha256", "pruning", "input", "patches_field", "keypoints_field", "calibration")
 
 
 def _prepare_run(samples, fields, config, overwrite, resume):
@@ -378,10 +398,12 @@ def _prepare_run(samples, fields, config, overwrite, resume):
     runs.update_results(dataset, key, summary={}, visualizations={})
 
 
-def _declare_fields(dataset, fields, vectors):
+def _declare_fields(dataset, fields, vectors, calibrated=False):
     # Declared up front so that the App can filter on them and brain finds the vectors by name
     # (an undeclared embedded vector makes compute_visualization fall back to a zoo model).
     wanted = [(fields.quality, fo.FloatField), (fields.drift, fo.FloatField), (fields.error, fo.StringField)]
+    if calibrated:
+        wanted += [(fields.percentile, fo.FloatField), (fields.expected_fnmr, fo.FloatField)]
     wanted += [(fields.vector(v), fo.VectorField) for v in vectors]
     if fields.patches_field:
         wanted += [(fields.min_quality, fo.FloatField), (fields.sample_error, fo.StringField)]
@@ -404,7 +426,15 @@ def _note_error(tally, sample_id, path, reason):
         tally["errors"].append(dict(id=sample_id, filepath=path, error=reason))
 
 
-def _score_images(view, fields, mode, scorer, batch_size, vectors, tally):
+def _calibrated(cal, quality: list) -> tuple[list, list]:
+    """Percentile and expected FNMR beside each quality (None where the quality is None)."""
+    q = np.array([np.nan if v is None else v for v in quality], np.float64)
+    pct, fnmr = cal.percentile(q), cal.expected_fnmr(q)
+    return ([None if v is None else float(p) for v, p in zip(quality, pct)],
+            [None if v is None else float(f) for v, f in zip(quality, fnmr)])
+
+
+def _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal=None):
     ids, paths = view.values(["id", "filepath"])
     chips, rows, errors = [], [], [None] * len(ids)
     for i, im in enumerate(whole_images(paths, mode, scorer.backbone.preprocess)):
@@ -428,11 +458,15 @@ def _score_images(view, fields, mode, scorer, batch_size, vectors, tally):
     view.set_values(fields.drift, drift)
     for v in vectors:
         view.set_values(fields.vector(v), vecs[v])
+    if cal is not None:
+        pct, fnmr = _calibrated(cal, quality)
+        view.set_values(fields.percentile, pct)
+        view.set_values(fields.expected_fnmr, fnmr)
     view.set_values(fields.error, errors)
     view.set_values(fields.quality, quality)
 
 
-def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally):
+def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally, cal=None):
     pf = fields.patches_field
     cols = ["id", "filepath", pf] + ([keypoints_field] if keypoints_field else [])
     values = view.values(cols)
@@ -470,11 +504,15 @@ def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_si
     res = scorer.score(np.stack(chips), batch_size=batch_size) if chips else None
     tally["num_scored"] += len(chips)
     min_quality = [None] * len(ids)
-    label_values = {name: [] for name in ["quality", "drift", "error"] + vectors}
+    extra = ["percentile", "expected_fnmr"] if cal is not None else []
+    label_values = {name: [] for name in ["quality", "drift", "error"] + vectors + extra}
+    if cal is not None and owners:
+        pct, fnmr = cal.percentile(res.quality), cal.expected_fnmr(res.quality)
     for j, (i, lid) in enumerate(owners):
         q = float(res.quality[j])
         min_quality[i] = q if min_quality[i] is None else min(min_quality[i], q)
-        for name, value in [("quality", q), ("drift", float(res.drift[j])), ("error", None)] + \
+        calibrated = [("percentile", float(pct[j])), ("expected_fnmr", float(fnmr[j]))] if extra else []
+        for name, value in [("quality", q), ("drift", float(res.drift[j])), ("error", None)] + calibrated + \
                 [(v, getattr(res, v)[j].astype(np.float32)) for v in vectors]:
             label_values[name].append(dict(sample_id=ids[i], label_id=lid, value=value))
     for sid, lid, reason in label_errors:

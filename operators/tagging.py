@@ -9,18 +9,23 @@ from . import runs
 
 
 def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=None, tag="low_quality",
-                    label_tags=None, save_view=True) -> dict:
+                    label_tags=None, save_view=True, percentile=None, max_expected_fnmr=None) -> dict:
     """Tags the faces of run ``run_key`` whose quality is low.
 
-    Exactly one criterion: ``threshold`` (quality strictly below it) or ``worst_percent`` (the
-    ``ceil(worst_percent% × faces)`` lowest qualities, ties broken by order). The tag first
-    leaves every sample/label of ``samples`` that had it, so it marks exactly this selection.
+    Exactly one criterion: ``threshold`` (quality strictly below it), ``worst_percent`` (the
+    ``ceil(worst_percent% × faces)`` lowest qualities, ties broken by order), ``percentile`` (faces
+    below this reference percentile) or ``max_expected_fnmr`` (faces whose expected FNMR at FMR 1e-3
+    exceeds it). The last two need the run's calibration table and are converted by it to a raw
+    quality threshold (returned as ``threshold_quality``). The tag first leaves every sample/label
+    of ``samples`` that had it, so it marks exactly this selection.
 
     Args:
         samples: the dataset or a view of it
         run_key ("prefiqs"): a PreFIQs run
         threshold (None): quality cutoff in [0, 1]
         worst_percent (None): percentage of faces, in (0, 100]
+        percentile (None): reference percentile in [0, 100]: tag faces whose ``K_percentile`` is below it
+        max_expected_fnmr (None): in [0, 1]: tag faces whose ``K_expected_fnmr`` is above it
         tag ("low_quality"): the tag to apply
         label_tags (None): tag the face Detections (label tags) rather than the samples; default
             True for patch-level runs. Sample-level runs always use sample tags
@@ -28,11 +33,19 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
             sorted worst first
 
     Returns:
-        a dict with ``num_tagged``, ``cutoff`` (the highest tagged quality), ``tag``, ``label_tags``
-        and ``saved_view``
+        a dict with ``num_tagged``, ``cutoff`` (the highest tagged quality), ``threshold_quality``
+        (the raw quality threshold used, None for ``worst_percent``), ``tag``, ``label_tags`` and
+        ``saved_view``
     """
-    if (threshold is None) == (worst_percent is None):
-        raise ValueError("give exactly one of threshold or worst_percent")
+    given = [k for k, v in dict(threshold=threshold, worst_percent=worst_percent, percentile=percentile,
+                                max_expected_fnmr=max_expected_fnmr).items() if v is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of threshold, worst_percent, percentile or max_expected_fnmr"
+                         + (f" (got {', '.join(given)})" if given else ""))
+    if percentile is not None and not 0 <= float(percentile) <= 100:
+        raise ValueError(f"percentile is a reference percentile in [0, 100], got {percentile}")
+    if max_expected_fnmr is not None and not 0 <= float(max_expected_fnmr) <= 1:
+        raise ValueError(f"max_expected_fnmr is a rate in [0, 1], got {max_expected_fnmr}")
     if threshold is not None and not 0 <= float(threshold) <= 1:
         raise ValueError(f"threshold is a quality in [0, 1], got {threshold}")
     if worst_percent is not None and not 0 < float(worst_percent) <= 100:
@@ -41,6 +54,12 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
         raise ValueError("tag must be a non-empty string")
     fields = runs.fields_of(samples, run_key)
     dataset = samples._dataset
+    cut = None if threshold is None else float(threshold)
+    if percentile is not None or max_expected_fnmr is not None:
+        cal = runs.calibration_of(samples, run_key)
+        # the same table wrote K_percentile / K_expected_fnmr, so "percentile < p" is "quality < cut"
+        cut = (float(cal.quality_at_percentile(float(percentile))) if percentile is not None
+               else cal.quality_for_fnmr(float(max_expected_fnmr)))
     pf = fields.patches_field
     label_tags = bool(pf) if label_tags is None else bool(label_tags and pf)
 
@@ -50,7 +69,7 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
                 for l, q in zip(ls, qs or [None] * len(ls)) if q is not None]
     else:
         rows = [(s, None, q) for s, q in zip(*samples.values(["id", fields.quality])) if q is not None]
-    picked = _pick(rows, threshold, worst_percent)
+    picked = _pick(rows, cut, worst_percent)
 
     if label_tags:
         samples.untag_labels(tag, label_fields=[pf])
@@ -71,6 +90,8 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
                           overwrite=True)
     cutoff = max((r[2] for r in picked), default=None)
     info = dict(tag=tag, label_tags=label_tags, threshold=threshold, worst_percent=worst_percent,
+                percentile=percentile, max_expected_fnmr=max_expected_fnmr,
+                threshold_quality=None if cut is None or cut == -float("inf") else cut,
                 num_tagged=len(picked), cutoff=cutoff, saved_view=saved)
     runs.update_results(dataset, run_key, tagging=info)
     return info

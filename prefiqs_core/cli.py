@@ -10,6 +10,9 @@ from pathlib import Path
 from .backbones import NAMES
 
 CSV_COLUMNS = ["path", "face", "x0", "y0", "x1", "y1", "det_score", "drift", "quality", "error"]
+# added only when a calibration table applies (prefiqs_core.calibration); last, so that readers by
+# position of the columns above are unaffected
+CALIBRATION_COLUMNS = ["percentile", "expected_fnmr"]
 
 
 def _add_model_args(p: argparse.ArgumentParser):
@@ -71,6 +74,15 @@ def build_scorer(args):
         raise SystemExit(f"error: {e}")
 
 
+def _scorer_or_none(args):
+    """The scorer, or None after a one-line error (a missing weights file, a bad spec)."""
+    try:
+        return build_scorer(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
 def cmd_score(args) -> int:
     from tqdm import tqdm
 
@@ -82,13 +94,19 @@ def cmd_score(args) -> int:
     if not paths:
         print("error: no image files found in the given paths", file=sys.stderr)
         return 1
-    try:
-        scorer = build_scorer(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    scorer = _scorer_or_none(args)
+    if scorer is None:
         return 1
     print(f"pruning: {scorer.spec_string} ({scorer.forwards_per_face:.2f} dense forwards per face)",
           file=sys.stderr)
+    try:
+        cal, why = calibration_for(scorer, args.calibration)
+    except (ValueError, FileNotFoundError) as e:  # a table the user named that cannot be used: refuse
+        print(f"error: --calibration {args.calibration}: {e}", file=sys.stderr)
+        return 1
+    print(f"calibration: {why}; no percentile/expected_fnmr columns" if cal is None else
+          f"calibration: {cal.made.get('source', 'table')} ({cal.backbone}, {cal.prune}) -> columns percentile, "
+          "expected_fnmr", file=sys.stderr)
     mode = "aligned" if args.aligned else "detect"
     dataset = ChipDataset(paths, scorer.backbone.preprocess, mode)
     images = tqdm(iter_images(dataset, args.workers, args.batch_size), total=len(paths), unit="img",
@@ -98,7 +116,7 @@ def cmd_score(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
+        w.writerow(CSV_COLUMNS + (CALIBRATION_COLUMNS if cal else []))
         for row in score_images(scorer, images, args.batch_size):
             box = row.box or ("", "", "", "")
             if row.error:
@@ -109,12 +127,83 @@ def cmd_score(args) -> int:
             w.writerow([row.path, row.face, *(f"{v:.1f}" if v != "" else "" for v in box),
                         "" if row.det_score is None else f"{row.det_score:.4f}",
                         "" if row.drift is None else f"{row.drift:.6f}",
-                        "" if row.quality is None else f"{row.quality:.6f}", row.error or ""])
+                        "" if row.quality is None else f"{row.quality:.6f}", row.error or "",
+                        *(_calibrated(cal, row.quality) if cal else [])])
     sidecar = out.with_name(out.name + ".json")
-    sidecar.write_text(json.dumps(scorer.config() | dict(faces=n_ok, skipped=n_err), indent=1) + "\n")
+    record = dict(calibration=cal.summary() | dict(file=str(args.calibration or "shipped")) if cal else None)
+    if cal is None:
+        record["calibration_absent"] = why
+    sidecar.write_text(json.dumps(scorer.config() | record | dict(faces=n_ok, skipped=n_err), indent=1) + "\n")
     print(f"scored {n_ok} faces from {len(paths)} files ({n_err} skipped) -> {out} (settings: {sidecar.name})",
           file=sys.stderr)
     return 0 if n_ok else 1
+
+
+def calibration_for(scorer, path=None):
+    """``(table, None)`` when a calibration table applies to this scorer (the file ``path``, else the
+    shipped one), else ``(None, why)``. A named file that does not apply raises: it never converts."""
+    from .calibration import resolve
+
+    bb = scorer.backbone
+    return resolve(bb.name, scorer.spec_string, bb.source_sha256, path)
+
+
+def _calibrated(cal, quality) -> list[str]:
+    if quality is None:
+        return ["", ""]
+    return [f"{float(cal.percentile(quality)):.2f}", f"{float(cal.expected_fnmr(quality)):.5f}"]
+
+
+def cmd_calibrate(args) -> int:
+    """A calibration table from an identity folder (``<Name>/<images>``): see prefiqs_core.calibration."""
+    import datetime
+    import shlex
+
+    from tqdm import tqdm
+
+    from .calibration import Reference, fit, reference_scores
+    from .evaluation.lfw import FaceSet, people_halves
+
+    folder = Path(args.identity_folder)
+    if not folder.is_dir():
+        print(f"error: identity folder {folder} not found", file=sys.stderr)
+        return 1
+    scorer = _scorer_or_none(args)
+    if scorer is None:
+        return 1
+
+    def bar(it, total=None, desc=None):
+        return tqdm(it, total=total, desc=desc, disable=args.quiet, file=sys.stderr, mininterval=10)
+
+    bb = scorer.backbone
+    print(f"calibrating {bb.name} ({scorer.spec_string}) on {folder}", file=sys.stderr)
+    try:
+        faces = FaceSet.load(folder, args.cache, args.max_per_person, progress=bar, workers=args.workers)
+        dense, quality = reference_scores(faces, scorer, args.batch_size, progress=bar)
+        mask = None
+        if args.half != "all":
+            a, b = people_halves(faces.labels, args.split_seed)
+            mask = a if args.half == "A" else b
+        ref = Reference.build(dense, quality, faces.labels, mask)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    made = dict(source=Path(args.out).name, folder=folder.name, half=args.half, split_seed=args.split_seed,
+                max_per_person=args.max_per_person,
+                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                command="python -m prefiqs_core " + shlex.join(args.argv))
+    cal = fit(ref, bb.name, scorer.spec_string, bb.source_sha256, made, n_bands=args.bands,
+              min_errors=args.min_errors, reps=args.reps)
+    cal.save(args.out)
+    m = cal.made
+    print(f"{m['faces']} faces of {m['people']} people, {m['genuine_pairs']} genuine / {m['impostor_pairs']} "
+          f"impostor pairs, {m['false_non_matches']} false non-matches at FMR {cal.fmr:g} (threshold "
+          f"{m['threshold']:.4f})", file=sys.stderr)
+    for b in cal.bands:
+        print(f"  pair quality [{b.lo:.4f}, {b.hi:.4f}): {b.pairs:6d} pairs, FNMR {b.fnmr_raw:.4f} -> "
+              f"expected {b.fnmr:.4f} [{b.fnmr_lo:.4f}, {b.fnmr_hi:.4f}]", file=sys.stderr)
+    print(f"wrote {args.out}: {len(cal.bands)} bands", file=sys.stderr)
+    return 0
 
 
 def cmd_splits(args) -> int:
@@ -153,12 +242,31 @@ def main(argv=None) -> int:
     g.add_argument("--aligned", action="store_true", help="images are already aligned chips of the backbone's kind")
     g.add_argument("--detect", action="store_true", help="detect and align faces first (default)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--calibration", metavar="FILE", help="calibration table (python -m prefiqs_core calibrate); "
+                   "default: the shipped table when it applies to the backbone, weights and pruning")
     _add_model_args(s)
+    c = sub.add_parser("calibrate", help="measure a calibration table (quality -> percentile, expected FNMR) "
+                       "on an identity folder")
+    c.add_argument("--identity-folder", required=True, metavar="DIR",
+                   help="one folder per person, <Name>/<images>; people with fewer than 2 images are left out")
+    c.add_argument("--out", required=True, help="the table to write (JSON)")
+    c.add_argument("--half", choices=("all", "A", "B"), default="all",
+                   help="all people, or one of the two seeded people-disjoint halves (fit on A, check on B)")
+    c.add_argument("--split-seed", type=int, default=0, help="seed of the halves")
+    c.add_argument("--max-per-person", type=int, default=20, help="a seeded sample of at most N images per person")
+    c.add_argument("--cache", default="out/calibrate/cache", help="where detections, chips and scores are cached")
+    c.add_argument("--bands", type=int, default=16, help="quality bands before merging")
+    c.add_argument("--min-errors", type=int, default=10, help="false non-matches a band must hold")
+    c.add_argument("--reps", type=int, default=1000, help="people-level bootstrap replicates")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_model_args(c)
     sp = sub.add_parser("splits", help="list a backbone's split points (where --prune-from may start)")
     sp.add_argument("--backbone", default="dlib_resnet29", choices=NAMES)
     sp.add_argument("--checkpoint")
     d = sub.add_parser("demo", help="score the bundled real photos, print the ranking, write a contact sheet")
     d.add_argument("--out-dir", default="out/demo")
     d.add_argument("--device", default="cpu")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
-    return {"score": cmd_score, "demo": cmd_demo, "splits": cmd_splits}[args.cmd](args)
+    args.argv = argv
+    return {"score": cmd_score, "demo": cmd_demo, "splits": cmd_splits, "calibrate": cmd_calibrate}[args.cmd](args)

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+from ..assets import IMAGE_EXTENSIONS
+
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # every image kind the CLI reads (the ORL faces are .pgm)
 
 
 # --------------------------------------------------------------------------------------------
