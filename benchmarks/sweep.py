@@ -180,10 +180,15 @@ def main(argv=None):
     ap.add_argument("--lfw", default=str(DEFAULT_DIR), help="identity folder (default: %(default)s)")
     ap.add_argument("--no-lfw", action="store_true", help="the synthetic proxy columns only")
     ap.add_argument("--grid", action="append", help="spec strings to sweep instead of the backbone's grid")
+    ap.add_argument("--grid-file", help="a file of spec strings, one per line ('#' comments), e.g. "
+                    "benchmarks/grids/dlib_resnet29_late.txt")
     ap.add_argument("--baselines", default=",".join(BASELINES))
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--out", default="out/sweep")
     args = ap.parse_args(argv)
+    if args.grid_file:
+        lines = Path(args.grid_file).read_text().splitlines()
+        args.grid = (args.grid or []) + [g.strip() for g in lines if g.strip() and not g.lstrip().startswith("#")]
     t0 = time.time()
     bb = load_backbone(args.backbone, args.checkpoint)
     out = Path(args.out)
