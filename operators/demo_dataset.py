@@ -101,7 +101,7 @@ def build_demo_dataset(name: str = DATASET_NAME, chips_dir=None, backbone: str =
         name ("prefiqs-demo"): the dataset name
         chips_dir (None): where the chip PNGs go (default ``$PREFIQS_DATA/demo_chips``); PNGs of an
             earlier build that are not rewritten are removed from it
-        backbone ("dlib_resnet29"), device (None): passed to ``compute_prefiqs``
+        backbone ("sface"), device (None): passed to ``compute_prefiqs``
         photos (None): photo paths (default :func:`demo_photo_paths`)
         orl_people (None): how many ORL people to add (the first ones; default all 40; 0: none)
         log: a callable receiving one line per step

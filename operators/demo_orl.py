@@ -36,7 +36,7 @@ from ..prefiqs_core.evaluation.pairs import count_impostor_pairs
 from . import runs
 from .evaluation import load_evaluation
 from .faces import match_keypoints, patch_chips
-from .scoring import get_scorer
+from .scoring import DEFAULT_BACKBONE, get_scorer
 
 PLUGIN = "@prefiqs/prefiqs"
 ORL_RUN, EVAL_KEY = "prefiqs_orl", "orl_eval"
@@ -64,7 +64,7 @@ def lowest_supported_fmr(num_impostors: int, wanted: float = TARGET_FMR) -> floa
     return 10.0 ** math.ceil(math.log10(1.0 / num_impostors))
 
 
-def add_orl(dataset, faces: str, landmarks: str, people: Optional[int] = None, backbone: str = "dlib_resnet29",
+def add_orl(dataset, faces: str, landmarks: str, people: Optional[int] = None, backbone: str = DEFAULT_BACKBONE,
             device: Optional[str] = None, log: Callable[[str], None] = lambda s: None) -> dict:
     """Add the ORL photos to ``dataset``, detect, score, add the baselines and evaluate.
 

@@ -17,7 +17,7 @@ from fiftyone import ViewField as F
 from ..prefiqs_core.backbones import load_backbone
 from ..prefiqs_core.calibration import resolve as resolve_calibration
 from ..prefiqs_core.checkpoints import check_user_file
-from ..prefiqs_core.defaults import default_pruning, exact_pruning
+from ..prefiqs_core.defaults import DEFAULT_BACKBONE, default_pruning, exact_pruning
 from ..prefiqs_core.pruning import PruneSpec, parse_prune
 from ..prefiqs_core.scoring import PreFIQs
 from . import runs
@@ -26,7 +26,6 @@ from .detection import default_keypoints_field, iter_detect_faces
 from .faces import ImageError, match_keypoints, patch_chips, whole_images
 from .progress import Progress, chunks, drive, scaled
 
-DEFAULT_BACKBONE = "dlib_resnet29"
 _SCORERS: "OrderedDict[tuple, PreFIQs]" = OrderedDict()
 _MAX_SCORERS = 2  # each holds a dense and a pruned network; keep the cache small
 
@@ -77,7 +76,7 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
             ``info["landmark_convention"]``, else ``"arcface5"``
         aligned (False): the images are aligned chips
         detect (False): detect faces first
-        backbone ("dlib_resnet29"): a name from ``prefiqs_core.backbones.NAMES``
+        backbone ("sface"): a name from ``prefiqs_core.backbones.NAMES``
         checkpoint (None): a weights file for the backbone (default: the backbone's own)
         pruning (None): the pruning method (``prefiqs_core.pruning.METHODS``); a ``PruneSpec`` or
             a list of them (an ensemble) is also accepted. Default: the engine's default for the backbone

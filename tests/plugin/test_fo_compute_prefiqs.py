@@ -28,8 +28,8 @@ def test_sample_level_detect_writes_fields_and_error_rows(make_dataset, photos, 
     info = ds.get_run_info("prefiqs")
     assert info.config.method == "prefiqs"
     cfg = info.config
-    assert cfg.backbone == "dlib_resnet29" and len(cfg.checkpoint_sha256) == 64
-    default = api.scoring.default_pruning("dlib_resnet29")[0]  # the engine's, whatever it is today
+    assert cfg.backbone == api.scoring.DEFAULT_BACKBONE == "sface" and len(cfg.checkpoint_sha256) == 64
+    default = api.scoring.default_pruning("sface")[0]  # the engine's, whatever it is today
     assert cfg.pruning_method == default.method and cfg.sparsity == [default.sparsity]
     assert cfg.pruning[0] == default.as_dict()
     assert 0 < cfg.achieved_sparsity[0] <= 1
@@ -170,19 +170,20 @@ def test_form_prunes_exactly_what_it_shows_from_a_split_point(make_dataset, phot
     from fiftyone.operators.executor import ExecutionContext
 
     ds = make_dataset(photos[2:3])
-    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, params={}))
+    dlib = dict(backbone="dlib_resnet29")  # the split points offered are the chosen backbone's
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, params=dlib))
     props = foo.get_operator(URI).resolve_input(ctx).type.properties
     choices = list(props["prune_from"].type.values)
     assert choices[0] == "(whole network)" and "blocks.10" in choices and "head" in choices
     run(ds, detect=True, run_key="late", pruning="global_l1", sparsity=0.5, prune_from="blocks.10",
-        keep_first=False, keep_last=False).raise_exceptions()
+        keep_first=False, keep_last=False, **dlib).raise_exceptions()
     cfg = ds.get_run_info("late").config
     assert cfg.prune == "global_l1@0.5+from:blocks.10" and 1.1 < cfg.forwards_per_face < 1.3
     # a typed spec string overrides the fields; the SDK takes the same string
     run(ds, detect=True, run_key="typed", prune="layerwise_l1@0.1,global_l1@0.5+keeplast",
-        prune_from="blocks.3").raise_exceptions()
+        prune_from="blocks.3", **dlib).raise_exceptions()
     assert ds.get_run_info("typed").config.prune == "layerwise_l1@0.1,global_l1@0.5+keeplast"
-    api.scoring.compute_prefiqs(ds, detect=True, run_key="sdk", pruning="global_l1@0.5+from:blocks.10")
+    api.scoring.compute_prefiqs(ds, detect=True, run_key="sdk", pruning="global_l1@0.5+from:blocks.10", **dlib)
     assert ds.values("sdk_quality") == pytest.approx(ds.values("late_quality"), abs=1e-6)
-    bad = ExecutionContext(request_params=dict(dataset_name=ds.name, params=dict(prune="global_l1@2")))
+    bad = ExecutionContext(request_params=dict(dataset_name=ds.name, params=dict(prune="global_l1@2", **dlib)))
     assert foo.get_operator(URI).resolve_input(bad).type.properties["prune"].invalid

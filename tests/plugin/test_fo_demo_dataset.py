@@ -111,7 +111,7 @@ def test_summary_is_computed_from_the_data(built, demo):
     assert len(worst) == 10 and worst == sorted(worst)
     lowest = min(chips.min("prefiqs_chips_quality"), ds.min("faces.detections.prefiqs_quality"))
     assert worst[0] == pytest.approx(lowest)
-    assert summary["config"]["backbone"] == "dlib_resnet29" and summary["config"]["achieved_sparsity"]
+    assert summary["config"]["backbone"] == "sface" and summary["config"]["achieved_sparsity"]
     text = demo.format_summary(summary)
     assert "worst 10 faces" in text and "darken" in text and f"{summary['mean_quality']['clean']:.4f}" in text
 

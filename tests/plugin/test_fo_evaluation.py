@@ -50,7 +50,8 @@ def faces_ds(fo, tmp_path_factory, ev):
                                      variant=variant, sharpness=float(np.asarray(image, float).std())))
     ds = fo.Dataset(f"prefiqs-eval-{os.getpid()}")
     ds.add_samples(samples)
-    foo.get_operator(f"{PLUGIN}/compute_prefiqs")(ds, aligned=True)
+    # dlib chips, scored by the network they were made for (the fast backbone keeps this module quick)
+    foo.get_operator(f"{PLUGIN}/compute_prefiqs")(ds, aligned=True, backbone="dlib_resnet29")
     yield ds
     ds.delete()
 
@@ -148,7 +149,8 @@ def test_patch_level_run_with_identity_on_each_face(faces_ds, ev, fo, tmp_path):
     view = faces_ds.match(F("variant") == "clean")
     for s in view.iter_samples(autosave=True):
         s["faces"] = fo.Detections(detections=[fo.Detection(label="face", bounding_box=box, who=s.name)])
-    foo.get_operator(f"{PLUGIN}/compute_prefiqs")(faces_ds, run_key="pq", patches_field="faces")
+    foo.get_operator(f"{PLUGIN}/compute_prefiqs")(faces_ds, run_key="pq", patches_field="faces",
+                                                  backbone="dlib_resnet29")
     rec = foo.get_operator(URI)(faces_ds, "who", ["pq"], eval_key="ev_patches", plot_path=False)
     assert rec["config"]["patches_field"] == "faces"
     assert rec["config"]["embeddings_field"] == "faces.detections.pq_dense"

@@ -51,7 +51,7 @@ def reference(fo, plugin, chip_paths):
     """What one uninterrupted run writes, by filepath."""
     ds = fo.Dataset(f"prefiqs-fault-ref-{os.getpid()}")
     ds.add_samples([fo.Sample(filepath=p) for p in chip_paths])
-    foo.get_operator(URI)(ds, aligned=True, batch_size=BATCH)
+    foo.get_operator(URI)(ds, aligned=True, backbone="dlib_resnet29", batch_size=BATCH)
     ref = _by_path(ds)
     ds.delete()
     return ref
@@ -107,7 +107,7 @@ CHILD = textwrap.dedent("""
     if ds is None:
         ds = fo.Dataset("faults-child")
         ds.add_samples([fo.Sample(filepath=p) for p in sys.argv[2:]])
-    op(ds, aligned=True, batch_size={batch})
+    op(ds, aligned=True, backbone="dlib_resnet29", batch_size={batch})
     print("DONE", flush=True)
 """)
 
@@ -142,7 +142,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_fields(fo, plugin, 
         assert 3 * BATCH <= n_done < N_CHIPS, "the kill should land mid-run"
         _assert_done_means_complete(ds)
 
-        result = foo.get_operator(URI)(ds, aligned=True, batch_size=BATCH, resume=True)
+        result = foo.get_operator(URI)(ds, aligned=True, backbone="dlib_resnet29", batch_size=BATCH, resume=True)
         assert result["num_samples"] == N_CHIPS and result["num_scored"] == N_CHIPS
         _assert_same_as(ds, reference)
         assert len(ds) == N_CHIPS and len(set(ds.values("filepath"))) == N_CHIPS  # no duplicates
@@ -168,13 +168,13 @@ def test_crash_between_two_field_writes_marks_no_sample_done(fo, plugin, api, ch
 
     monkeypatch.setattr(foc.SampleCollection, "set_values", dying)
     with pytest.raises(SystemExit):
-        api.scoring.compute_prefiqs(ds, aligned=True, batch_size=BATCH)
+        api.scoring.compute_prefiqs(ds, aligned=True, backbone="dlib_resnet29", batch_size=BATCH)
     monkeypatch.setattr(foc.SampleCollection, "set_values", original)
 
     assert ds.count("prefiqs_quality") == BATCH  # only the first batch counts as done...
     assert ds.count("prefiqs_drift") == 2 * BATCH  # ...although the second one's drift is there
     _assert_done_means_complete(ds)
-    again = api.scoring.compute_prefiqs(ds, aligned=True, batch_size=BATCH, resume=True)
+    again = api.scoring.compute_prefiqs(ds, aligned=True, backbone="dlib_resnet29", batch_size=BATCH, resume=True)
     assert again["num_samples"] == 12 - BATCH
     ref = {p: reference[p] for p in chip_paths[:12]}
     _assert_same_as(ds, ref)
@@ -197,7 +197,7 @@ def test_failed_delegated_run_is_marked_failed_and_keeps_its_batches(fo, plugin,
         return inner(*args, **kwargs)
 
     monkeypatch.setattr(api.scoring, "_score_images", failing)
-    queued = foo.execute_operator(URI, ctx=dict(dataset=ds, params=dict(aligned=True, batch_size=BATCH)),
+    queued = foo.execute_operator(URI, ctx=dict(dataset=ds, params=dict(aligned=True, backbone="dlib_resnet29", batch_size=BATCH)),
                                   request_delegation=True)
     assert queued.delegated
     svc = DelegatedOperationService()
@@ -209,7 +209,7 @@ def test_failed_delegated_run_is_marked_failed_and_keeps_its_batches(fo, plugin,
     assert ds.count("prefiqs_quality") == 2 * BATCH  # the batches before the failure are kept
     _assert_done_means_complete(ds)
 
-    foo.get_operator(URI)(ds, aligned=True, batch_size=BATCH, resume=True)
+    foo.get_operator(URI)(ds, aligned=True, backbone="dlib_resnet29", batch_size=BATCH, resume=True)
     _assert_same_as(ds, {p: reference[p] for p in chip_paths[:16]})
     svc.delete_operation(op.id)
     ds.delete()

@@ -54,7 +54,7 @@ def test_import_then_score_with_the_releases_points(fo, plugin, release):
         assert len(got) == 26  # the unreadable crop has no face
 
         # the engine on the same files and points
-        bb = load_backbone("dlib_resnet29")
+        bb = load_backbone()  # the plugin's default
         chips = [im.chips[0] for im in iter_images(ChipDataset(proto.paths, bb.preprocess, "landmarks",
                                                                landmarks=proto.landmarks), num_workers=0)
                  if im.error is None]

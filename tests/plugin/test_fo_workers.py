@@ -52,11 +52,11 @@ def test_two_delegated_workers_write_what_one_worker_writes(fo, plugin, shards, 
 
     ref = fo.Dataset(f"prefiqs-workers-ref-{os.getpid()}")
     ref.add_samples([fo.Sample(filepath=p) for p in chips])
-    foo.get_operator(URI)(ref, aligned=True, batch_size=4)
+    foo.get_operator(URI)(ref, aligned=True, backbone="dlib_resnet29", batch_size=4)
 
     ds = fo.Dataset(f"prefiqs-workers-{os.getpid()}", persistent=True)  # the workers load it by name
     ds.add_samples([fo.Sample(filepath=p) for p in chips])
-    queued = shards.queue_compute_prefiqs_shards(ds, 2, aligned=True, batch_size=4)
+    queued = shards.queue_compute_prefiqs_shards(ds, 2, aligned=True, backbone="dlib_resnet29", batch_size=4)
     assert len(queued) == 2 and sum(q["num_samples"] for q in queued) == len(chips)
     assert "prefiqs" in ds.list_runs()  # recorded once, before any worker starts
 
