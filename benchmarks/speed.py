@@ -11,8 +11,9 @@
 4. end to end on pre-aligned chips: the CLI's path (JPEG files → decoding threads → batches → scores)
    against PreFIQs alone on the same chips already decoded and prepared, the two timed alternately
    ``--e2e-reps`` times after a warm-up of each; the ratio of rates (target >= 80 %) per repetition,
-   its median and spread, with the load average, and where the time goes (decoding, preparing the
-   batch, the network), each timed on its own;
+   its median and spread, with the load average; the share of the end-to-end time spent in the
+   scorer (prepare + network), measured within each run and so steadier on a shared machine; and
+   where the time goes (decoding, preparing the batch, the network), each timed on its own;
 5. the whole ``python -m prefiqs_core score --aligned`` process on the same files, start-up included.
 
     python benchmarks/speed.py [--backbone dlib_resnet29] [--prune SPEC] [--batch 64] [--faces 512] [--device cpu]
@@ -176,16 +177,33 @@ def end_to_end(scorer, backbone, chips, paths, args, device) -> int:
             for x in xs:
                 scorer.score_tensor(x)
 
+    class Timed:
+        """The scorer, with the time spent in it (prepare + network) counted: the network's share of
+        the end-to-end wall time is measured in the same seconds as the whole, so a machine whose
+        load changes between repetitions moves it far less than the ratio of two runs."""
+
+        def __init__(self):
+            self.seconds = 0.0
+
+        def score(self, chips, batch_size=64):
+            t = time.perf_counter()
+            out = scorer.score(chips, batch_size)
+            self.seconds += time.perf_counter() - t
+            return out
+
+    timed = Timed()
+
     def cli_path():
         ds = ChipDataset(paths, backbone.preprocess, "aligned")
-        return sum(1 for r in score_images(scorer, iter_images(ds, workers, b, device), b) if r.error is None)
+        return sum(1 for r in score_images(timed, iter_images(ds, workers, b, device), b) if r.error is None)
 
     n = cli_path()  # warm-up: page cache, the first decode threads, the allocator's batch buffers
     model_only()
     print(f"end to end on {n} JPEG chips ({workers} decoding threads), alternately with PreFIQs alone on the "
           f"same chips; {load()}")
-    t_model, t_e2e = [], []
+    t_model, t_e2e, share = [], [], []
     for rep in range(args.e2e_reps):
+        timed.seconds = 0.0
         for fn, ts in ((model_only, t_model), (cli_path, t_e2e)):
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -194,11 +212,14 @@ def end_to_end(scorer, backbone, chips, paths, args, device) -> int:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             ts.append(time.perf_counter() - t)
+        share.append(timed.seconds / t_e2e[-1])
         print(f"  run {rep + 1}: model only {n / t_model[-1]:7.1f} faces/s, end to end {n / t_e2e[-1]:7.1f} "
-              f"faces/s = {100 * t_model[-1] / t_e2e[-1]:.0f} %  ({load()})")
+              f"faces/s = {100 * t_model[-1] / t_e2e[-1]:.0f} %; in the scorer {100 * share[-1]:.0f} % of the "
+              f"end-to-end time  ({load()})")
     ratios = np.array(t_model) / np.array(t_e2e)
     print(f"end to end / model only: median {100 * np.median(ratios):.0f} % (runs {ratios.min():.0%} to "
-          f"{ratios.max():.0%}; target >= 80 %)")
+          f"{ratios.max():.0%}; target >= 80 %); time in the scorer (prepare + network): median "
+          f"{100 * np.median(share):.0f} % of end to end (runs {min(share):.0%} to {max(share):.0%})")
     # Where the time goes: each part on its own, wall ms per face (one thread decodes in the first two)
     sub = paths[:min(len(paths), 256)]
     parts = {
