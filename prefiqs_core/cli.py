@@ -35,7 +35,9 @@ def _add_model_args(p: argparse.ArgumentParser):
                    "trunk before it runs once (list them: python -m prefiqs_core splits)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="decoding/detection worker processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding workers: processes that detect faces, threads that decode --aligned chips "
+                   "(0: all in the main thread; default: one per core, at most 4)")
 
 
 def pruning_from_args(args, backbone_name: str):
@@ -68,6 +70,8 @@ def build_scorer(args):
         raise SystemExit(f"error: --device {args.device}: no CUDA device is available here")
     if args.batch_size < 1:
         raise SystemExit("error: --batch-size must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        raise SystemExit("error: --workers must be 0 or more")
     backbone = load_backbone(args.backbone, args.checkpoint)
     try:
         specs = pruning_from_args(args, backbone.name)
@@ -111,7 +115,7 @@ def cmd_score(args) -> int:
           "expected_fnmr", file=sys.stderr)
     mode = "aligned" if args.aligned else "detect"
     dataset = ChipDataset(paths, scorer.backbone.preprocess, mode)
-    images = tqdm(iter_images(dataset, args.workers, args.batch_size), total=len(paths), unit="img",
+    images = tqdm(iter_images(dataset, args.workers, args.batch_size, args.device), total=len(paths), unit="img",
                   disable=args.quiet, file=sys.stderr)
     n_ok = n_err = 0
     out = Path(args.out)

@@ -67,6 +67,22 @@ def test_aligned_chips_match_library_scores(tmp_path, dlib_backbone, real_chips)
     assert all(r["x0"] == "" for r in rows)
 
 
+def test_aligned_chips_decoded_by_threads_score_as_in_one_thread(tmp_path, real_chips):
+    # The default for --aligned: decoding threads and OpenCV for JPEGs; --workers 0: the caller's thread
+    d = tmp_path / "chips"
+    d.mkdir()
+    for i, c in enumerate(real_chips):
+        Image.fromarray(c).save(d / f"chip{i:02d}.jpg", quality=90)
+    (d / "chip99_cut.jpg").write_bytes((d / "chip00.jpg").read_bytes()[:3000])
+    for workers in ("0", None):
+        args = ["score", str(d), "--aligned", "--out", str(tmp_path / f"{workers}.csv"), "--quiet",
+                "--batch-size", "4"] + (["--workers", workers] if workers else [])
+        assert main(args) == 0
+    one, threads = read_csv(tmp_path / "0.csv"), read_csv(tmp_path / "None.csv")
+    assert one == threads and len(one) == len(real_chips) + 1
+    assert "cannot decode" in one[-1]["error"] and all(r["quality"] for r in one[:-1])
+
+
 def test_nothing_scorable_exits_non_zero(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     rc = main(["score", str(tmp_path / "empty.png"), "--out", str(tmp_path / "s.csv"), "--workers", "0", "--quiet"])
@@ -81,6 +97,7 @@ def test_nothing_scorable_exits_non_zero(tmp_path):
     (["--sparsity", "nan"], "strictly between 0 and 1"),
     (["--backbone", "iresnet50"], "needs a checkpoint"),
     (["--batch-size", "0"], "batch-size"),
+    (["--workers", "-1"], "--workers must be 0 or more"),
 ])
 def test_bad_options_give_clear_errors(tmp_path, args, msg, capsys):
     shutil.copy(assets.photos_dir() / "obama.jpg", tmp_path / "obama.jpg")
