@@ -23,6 +23,7 @@ from bson import json_util
 from . import panel_edc, panel_plots, panel_queries, runs
 from .panel_layout import build
 from .tagging import tag_low_quality
+from . import panel_calibration
 
 PLUGIN = "@prefiqs/prefiqs"
 COMPUTE_URI = f"{PLUGIN}/compute_prefiqs"
@@ -36,13 +37,15 @@ COMPUTED = ("runs", "shown_run", "below_at", "below", "info", "view_key", "hover
             "maps_seq", "edc_seq", "show_drift", "own_axes")
 MEMORY_STORE, MEMORY_TTL_S = "prefiqs_panel", 7 * 24 * 3600
 
+COMPUTED += panel_calibration.COMPUTED  # the calibrated reading of the threshold (issue 12)
+
 
 def _is_data_key(key: str) -> bool:
     """A panel data path (``histogram``, ``maps3``, ``edc2``), never a state entry."""
     return any(key == k or (key.startswith(k) and key[len(k):].isdigit()) for k in DATA_KEYS)
 
 
-class PrefiqsPanel(foo.Panel):
+class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
     @property
     def config(self):
         return foo.PanelConfig(
@@ -143,6 +146,7 @@ class PrefiqsPanel(foo.Panel):
         patch = dict(threshold=value, below_at=value, below=scope.count_below(value))
         if echo:
             patch["threshold_typed"] = value
+        patch.update(panel_calibration.raw_patch(ctx.dataset, scope.fields.key, value))
         ctx.panel.set_state(patch)
 
     def on_histogram_click(self, ctx):
@@ -169,7 +173,8 @@ class PrefiqsPanel(foo.Panel):
             return
         tag = ctx.panel.state.tag or DEFAULT_TAG
         # the sample-level collection behind the view: tagging a patches view row would tag a copy
-        info = tag_low_quality(scope.samples, run_key=scope.fields.key, threshold=self._threshold(ctx), tag=tag)
+        info = tag_low_quality(scope.samples, run_key=scope.fields.key, tag=tag,
+                               **panel_calibration.tag_criterion(ctx.panel.state, self._threshold(ctx)))
         ctx.panel.state.last_tagging = dict(num_tagged=info["num_tagged"], tag=tag, label_tags=info["label_tags"])
         ctx.ops.reload_dataset()
         kind = "face labels" if info["label_tags"] else "samples"
@@ -259,12 +264,16 @@ class PrefiqsPanel(foo.Panel):
                     run_lo=run_lo, run_hi=run_hi, errors=scope.count_errors(),
                     backbone=cfg.get("backbone"), sparsity=(cfg.get("sparsity") or [None])[0],
                     custom_view=bool(ctx.has_custom_view))
+        # before the patch below: it reads how the previous threshold was given
+        calibrated, cal = panel_calibration.refresh_patch(ctx.dataset, key, threshold, state)
+        ctx.panel.set_state(calibrated)
         # one state patch rather than one message per key
         ctx.panel.set_state({"threshold": threshold, "threshold_typed": threshold, "below_at": threshold,
                              "info": info, "shown_run": key, "run_key": key,
                              "below": scope.count_below(threshold), "view_key": self._view_key(ctx),
                              "hover_choices": panel_plots.hover_fields(ctx.dataset, scope)})
-        ctx.panel.set_data("histogram", panel_plots.histogram_trace(hist, scope.unit) if hist else [])
+        ctx.panel.set_data("histogram", (panel_plots.histogram_trace(hist, scope.unit) if hist else [])
+                           + panel_calibration.curve_traces(cal, lo, hi))
         self._refresh_maps(ctx, scope)
         self._refresh_edc(ctx, scope)
 

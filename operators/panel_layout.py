@@ -11,6 +11,7 @@ import fiftyone.operators.types as types
 
 from . import panel_edc, panel_plots
 from .panel_plots import count_text
+from . import panel_calibration
 
 
 # The App lays panels out as CSS grids whose implicit columns are sized by their content; a plotly
@@ -84,7 +85,9 @@ def build(p, ctx):
                   f"(`{state.run_key}_error`)", name="errors_text")
         errors.btn("show_errors", label="Show them", icon="error_outline", variant="outlined", on_click=p.show_errors)
 
-    panel.plot("histogram", layout=panel_plots.histogram_layout(threshold, unit, info.get("lo"), info.get("hi")),
+    hist_layout = panel_plots.histogram_layout(threshold, unit, info.get("lo"), info.get("hi"))
+    hist_layout = panel_calibration.histogram_layout(hist_layout, state.calib)  # percentile and FNMR axes
+    panel.plot("histogram", layout=hist_layout,
                on_click=p.on_histogram_click, config=dict(displayModeBar=False))
 
     lo, hi = _slider_bounds(info, threshold)
@@ -95,7 +98,10 @@ def build(p, ctx):
                 on_change=p.on_change_threshold)
     panel.float("threshold_typed", label="Type a threshold", min=0.0, max=1.0,
                 description="the slider's value, or type one (Enter or leave the box)", on_change=p.on_type_threshold)
-    panel.md(f"**{count_text(state.below or 0, unit)}** below {threshold:.4f} {_where(info)}", name="below_count")
+    panel_calibration.controls(p, panel, state)  # threshold as percentile / expected FNMR, or why not
+    reading = panel_calibration.shown_reading(state, threshold)
+    panel.md(panel_calibration.below_text(state.below or 0, info.get("num", 0), unit, _where(info), reading) if reading
+             else f"**{count_text(state.below or 0, unit)}** below {threshold:.4f} {_where(info)}", name="below_count")
 
     panel.str("tag", label="Tag for \"Tag below threshold\"",
               description="sample tag for sample-level runs, label tag on each face for patch-level runs")
