@@ -237,7 +237,7 @@ def histogram_layout(layout: dict, calib) -> dict:
         ticks = kept
     top = dict(overlaying="x", side="top", tickvals=[q for q, _ in ticks], ticktext=[str(p) for _, p in ticks],
                title=dict(text="reference percentile", standoff=2, font=dict(size=11)), showgrid=False,
-               zeroline=False, tickfont=dict(size=10, color="#555"))
+               zeroline=False, tickfont=dict(size=10, color="#999"))  # readable on the light and the dark theme
     if rng:
         top.update(range=list(rng), autorange=False)
     fmr = fmr_text(calib["fmr"])
@@ -322,13 +322,16 @@ class CalibratedThreshold:
         except ValueError as e:
             ctx.panel.set_state(dict(patch, calib_error=str(e)))
             return
-        ctx.panel.set_state(dict(patch, threshold=q, threshold_typed=q, below_at=q, below=scope.count_below(q),
-                                 below_cal=reading(cal, scope.fields.key, q, mode, value), calib_error=None))
+        # the typed box shows the quality rounded (a reader's digits; its echo is within the slider's 5e-5)
+        ctx.panel.set_state(dict(patch, threshold=q, threshold_typed=round(q, 5), below_at=q,
+                                 below=scope.count_below(q), below_cal=reading(cal, scope.fields.key, q, mode, value),
+                                 calib_error=None))
 
 
-def refresh_patch(dataset, run_key: str, threshold: float, state) -> dict:
-    """``calib`` and ``below_cal`` for a (re)computed panel: a threshold set by percentile or FNMR
-    on this run keeps its mode across a view change; a new run starts from raw quality."""
+def refresh_patch(dataset, run_key: str, threshold: float, state) -> tuple:
+    """``(state patch, table or None)`` for a (re)computed panel: ``calib`` and ``below_cal``. A
+    threshold set by percentile or FNMR on this run keeps its mode across a view change; a new run
+    starts from raw quality."""
     cal, why = table_of(dataset, run_key)
     shown = state.below_cal or {}
     mode, value = "quality", None

@@ -188,9 +188,10 @@ def test_threshold_by_percentile_counts_and_tags_as_the_sdk(known, api, table):
     text = str(typed.props()["below_count"])
     assert f"**{want} samples** ({100 * want / N:.1f} %) below the 30th reference percentile in the dataset" in text
     assert f"(quality < {cut:.4f})" in text
+    assert s["threshold_typed"] == round(cut, 5)  # the typed box: a reader's digits
 
     # the App's echoes of the new threshold (slider, typed box) and of the mode change nothing
-    for method, value in (("on_change_threshold", cut), ("on_type_threshold", cut),
+    for method, value in (("on_change_threshold", cut), ("on_type_threshold", s["threshold_typed"]),
                           ("on_change_threshold_mode", "percentile"), ("on_type_threshold_cal", 30)):
         echo = call(ds, method, state=s, value=value)
         assert echo.state["below_cal"] == s["below_cal"], method
