@@ -168,7 +168,8 @@ def below_text(below: int, num: int, unit: str, where: str, cal: dict) -> str:
     percentile in the dataset (quality < 0.9558) — expected FNMR ≥ 12 % at FMR 1e-3"."""
     from .panel_plots import count_text
 
-    count = f"**{count_text(below, unit)}** ({100 * below / num if num else 0:.1f} %)"
+    share = f"({100 * below / num if num else 0:.1f} %)"
+    count = f"**{count_text(below, unit)}** {share}"
     fmr = fmr_text(cal["fmr"])
     expected = f"expected FNMR ≥ {rate_text(cal['fnmr'])} at FMR {fmr}"
     q = cal["quality"]
@@ -178,8 +179,9 @@ def below_text(below: int, num: int, unit: str, where: str, cal: dict) -> str:
     if cal["mode"] == "fnmr":
         return (f"{count} with expected FNMR > {cal['value']:g} % at FMR {fmr} {where} "
                 f"(quality < {q:.4f}, the {ordinal(round(cal['pct'], 1))} reference percentile)")
-    return (f"{count} below {q:.4f} {where}: the {ordinal(round(cal['pct'], 1))} reference percentile "
-            f"— {expected}")
+    # raw quality: the count reads as without a table ("12 faces below 0.9512"), the share after it
+    return (f"**{count_text(below, unit)}** below {q:.4f} {where} {share}: the {ordinal(round(cal['pct'], 1))} "
+            f"reference percentile — {expected}")
 
 
 def shown_reading(state, threshold):

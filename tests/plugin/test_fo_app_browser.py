@@ -49,6 +49,14 @@ def _require_browser():
     return chromium
 
 
+def _fresh_dataset(fo, name):
+    """An empty persistent dataset ``name`` (another process, the App, opens it), replacing a
+    leftover of an earlier, interrupted run."""
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    return fo.Dataset(name, persistent=True)
+
+
 def _db_uri():
     """The MongoDB this test process uses, so that the App server reads the very same database
     (fiftyone's shared db service would otherwise attach it to whichever one it finds first)."""
@@ -61,10 +69,8 @@ def _db_uri():
 @pytest.fixture(scope="module")
 def app(fo, photos, tmp_path_factory):
     chromium = _require_browser()
-    name = f"prefiqs-browser-{os.getpid()}"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    ds = fo.Dataset(name, persistent=True)  # another process (the App) opens it
+    ds = _fresh_dataset(fo, f"prefiqs-browser-{os.getpid()}")
+    name = ds.name
     ds.add_samples([fo.Sample(filepath=p) for p in photos])
     foo.get_operator(P + "compute_prefiqs")(ds, patches_field="faces", detect=True)
     foo.get_operator(P + "compute_prefiqs_visualization")(ds, run_key="prefiqs", seed=3)

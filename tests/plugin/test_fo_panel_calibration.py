@@ -122,7 +122,7 @@ def test_reading_and_text(pc, table):
     fn = pc.below_text(7, 100, "samples", "in this view", pc.reading(table, "cal", q, "fnmr", 5))
     assert fn.startswith("**7 samples** (7.0 %) with expected FNMR > 5 % at FMR 1e-3 in this view")
     raw = pc.below_text(1, 100, "samples", "in this view", pc.reading(table, "cal", q))
-    assert raw.startswith(f"**1 sample** (1.0 %) below {q:.4f} in this view: the 5th reference percentile")
+    assert raw.startswith(f"**1 sample** below {q:.4f} in this view (1.0 %): the 5th reference percentile")
     assert pc.reading(None, "cal", q) is None
 
 
@@ -164,7 +164,7 @@ def test_panel_shows_the_calibrated_histogram(known, table):
     t = s["below_at"]
     text = str(loaded.props()["below_count"])
     pct = float(table.percentile(t))
-    assert f"({100 * s['below'] / N:.1f} %) below {t:.4f} in the dataset: the" in text
+    assert f"** below {t:.4f} in the dataset ({100 * s['below'] / N:.1f} %): the" in text
     assert f"{round(pct, 1):g}" in text and "expected FNMR ≥" in text
 
 

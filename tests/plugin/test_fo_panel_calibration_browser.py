@@ -12,7 +12,7 @@ import pytest
 
 from tools.app_ui import open_dataset, open_face_quality_panel
 from tools.fo_processes import CHROMIUM_ARGS, AppServer
-from test_fo_app_browser import _db_uri, _require_browser
+from test_fo_app_browser import _db_uri, _fresh_dataset, _require_browser
 from test_fo_panel_calibration import write_calibrated_run
 
 N = 60
@@ -27,10 +27,8 @@ def ui(fo, api, photos, tmp_path_factory):
     from prefiqs_core.calibration import shipped
 
     chromium = _require_browser()
-    name = f"prefiqs-panel-calibration-{os.getpid()}"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    ds = fo.Dataset(name, persistent=True)
+    ds = _fresh_dataset(fo, f"prefiqs-panel-calibration-{os.getpid()}")
+    name = ds.name
     ds.add_samples([fo.Sample(filepath=photos[i % len(photos)]) for i in range(N)])
     write_calibrated_run(ds, api, shipped("sface"), seed=11)
     out = tmp_path_factory.mktemp("panel_calibration_browser")
