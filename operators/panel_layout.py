@@ -50,15 +50,18 @@ def _quality_span(info) -> str:
 
 def _pinned(p, panel, pin, unit):
     """The pinned face: its thumbnail (a click opens the full image), what hover says, and buttons."""
-    row = panel.h_stack(f"pin_{pin['id']}", gap=2, align_x="left", align_y="center")
+    # two grid columns, the thumbnail's own width and the rest, both from the top (as a flex row the
+    # text sat a thumbnail's height below the image)
+    row = panel.h_stack(f"pin_{pin['id']}", gap=2, align_x="left", align_y="top",
+                        componentsProps={"grid": {"sx": {"gridTemplateColumns": "auto minmax(0, 1fr)",
+                                                         "alignItems": "start"}}})
     if pin.get("image"):
-        # the image is the schema's default, not a state value: it is not sent back with each event.
-        # A name per face: the App keeps a view's earlier value under a name it has seen
+        # the image is the schema's default, not a state value. A row name per face: the App keeps
+        # the value it saw under a name, which would show the previous face's image
         row.str(f"pin_image_{pin['id']}", default=pin["image"],
                 view=types.ImageView(height=panel_pin.THUMB_PX, alt=pin["file"], href=pin.get("url")))
-    text = row.v_stack("pin_text", gap=1)
-    text.md(panel_pin.pin_text(pin, unit), name="pin_md")
-    buttons = text.h_stack("pin_buttons", gap=1, align_x="left")
+    row.md(panel_pin.pin_text(pin, unit), name="pin_md")
+    buttons = panel.h_stack("pin_buttons", gap=1, align_x="left")
     buttons.btn("show_pinned", label="Show in grid", icon="filter_center_focus", variant="outlined",
                 on_click=p.show_pinned)
     buttons.btn("clear_pin", label="Clear pin", icon="close", variant="outlined", on_click=p.clear_pin)

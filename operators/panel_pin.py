@@ -69,7 +69,9 @@ def pin_info(dataset, scope, face_id: str, hover_field: str | None = None) -> di
         return None
     if scope.patch_run:
         pf = fields.patches_field
-        found = dataset.select_labels(ids=[face_id], fields=pf)
+        # match_labels keeps the sample's other fields (select_labels would drop its other label
+        # fields, the identity a user picked to show among them)
+        found = dataset.match_labels(ids=[face_id], fields=pf)
         sample = found.first() if len(found) else None
         dets = (sample[pf].detections if sample is not None and sample[pf] is not None else [])
         face = next((d for d in dets if d.id == face_id), None)

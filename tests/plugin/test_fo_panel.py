@@ -392,3 +392,32 @@ def test_queries_use_database_aggregations(scored, monkeypatch):
     monkeypatch.setattr(type(ds), "iter_samples", boom)
     again = call(ds, "on_change_view", state=state, view=ds.match(F("prefiqs_min_quality") > 0))
     assert again.state["info"]["num"] == 10
+
+
+def test_pin_of_a_face_shows_the_chosen_label_field_of_its_sample(scored):
+    """A pinned face (patch-level run) shows its sample's chosen field, a Classification here, as hover
+    does; and its thumbnail is the face's box, not the whole photo."""
+    import base64
+    import io
+
+    import fiftyone as fo
+    from PIL import Image
+
+    ds = scored
+    ds.set_values("who", [fo.Classification(label=f"person{i}") for i in range(len(ds))])
+    try:
+        _, state = _loaded(ds, hover_field="who")
+        face = max(_faces(ds))
+        pinned = call(ds, "on_map_click", state=state, id=face).state["pinned"]
+        sample = ds.match_labels(ids=[face], fields="faces").first()
+        assert pinned["field"] == "who" and pinned["label"] == sample["who"].label
+        thumb = Image.open(io.BytesIO(base64.b64decode(pinned["image"].split(",", 1)[1])))
+        (det,) = [d for d in sample["faces"].detections if d.id == face]
+        w, h = det.bounding_box[2:]
+        # the crop keeps the box's aspect ratio (with its margin), the photo's would differ
+        photo = Image.open(sample.filepath)
+        box_ratio = (w * photo.width) / (h * photo.height)
+        assert abs(thumb.width / thumb.height - box_ratio) < 0.15 * box_ratio
+        assert max(thumb.size) == 128
+    finally:
+        ds.delete_sample_field("who")
