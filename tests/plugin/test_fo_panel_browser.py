@@ -124,6 +124,12 @@ def _settle(ui, quiet_s=QUIET_S, within_s=SETTLE_S):
         page.wait_for_timeout(500)
 
 
+def _calm(ui):
+    """Wait until the panel has answered the last interaction (3 s without an event) before the next:
+    synchronisation only; the idle checks themselves wait the full QUIET_S."""
+    return _settle(ui, quiet_s=3)
+
+
 def _wait_for_map_sizes(page, n):
     """The number of points in the dense and pruned maps, once both hold ``n`` (or after WAIT_MS)."""
     end = time.time() + WAIT_MS / 1000
@@ -319,7 +325,7 @@ def test_click_pins_a_face_in_both_maps_with_its_thumbnail(ui):
         page.get_by_text("Draw drift of the selection", exact=True).wait_for(timeout=WAIT_MS)
     page.get_by_text("Reset view", exact=True).click()
     assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2
-    _settle(ui)
+    _calm(ui)
     # the worst face of alpha that stands apart from the others (the worst are drawn last)
     (scatter,) = [t for t in _traces(page, 1) if t["mode"] == "markers"]
     face = _isolated(page, 1, scatter["ids"][::-1])
@@ -345,7 +351,7 @@ def test_click_pins_a_face_in_both_maps_with_its_thumbnail(ui):
     page.get_by_text("Hover also shows").locator("xpath=following::*[@role='combobox'][1]").click()
     page.get_by_role("option", name="identity", exact=True).click()
     page.wait_for_function(f"({PIN_TEXT})().includes('identity: {sample['identity'].label}')", timeout=WAIT_MS)
-    events = _settle(ui)
+    events = _calm(ui)
     assert len(events) <= 12, events
     n = len(ui["calls"])
     page.wait_for_timeout(QUIET_S * 1000)
@@ -362,26 +368,26 @@ def test_click_pins_a_face_in_both_maps_with_its_thumbnail(ui):
     best = _isolated(page, 1, scatter["ids"])
     _click_point(page, 1, best)
     page.get_by_text("Pinned sample", exact=False).wait_for(timeout=WAIT_MS)
-    _settle(ui)
+    _calm(ui)
     page.get_by_text("Show below threshold", exact=True).click()
     page.get_by_text("in this view", exact=False).first.wait_for(timeout=WAIT_MS)
     page.get_by_text("Pinned sample", exact=False).wait_for(state="detached", timeout=WAIT_MS)
     assert _rings(page) == [[], []]
-    _settle(ui)
+    _calm(ui)
     (below,) = [t for t in _traces(page, 1) if t["mode"] == "markers"]
     pinned = _isolated(page, 1, below["ids"][::-1])
     _click_point(page, 1, pinned)
     page.get_by_text("Pinned sample", exact=False).wait_for(timeout=WAIT_MS)
-    _settle(ui)
+    _calm(ui)
     page.get_by_text("Reset view", exact=True).click()
     assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2
-    _settle(ui)
+    _calm(ui)
     assert _rings(page) == [[_position(page, 1, pinned)], [_position(page, 2, pinned)]]
 
     # another run's maps: the pin goes with the run
     _pick_run(page, "beta")
     page.get_by_text("Pinned sample", exact=False).wait_for(state="detached", timeout=WAIT_MS)
-    _settle(ui)
+    _calm(ui)
     assert _rings(page) == [[], []]
 
 
@@ -390,7 +396,7 @@ def test_lasso_narrows_both_maps_to_exactly_the_lassoed_faces(ui):
     view becomes them and both maps then hold exactly them (none left from the wider view)."""
     page = ui["page"]
     assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2
-    _settle(ui)
+    _calm(ui)
     dense = page.locator(".js-plotly-plot").nth(1)
     dense.scroll_into_view_if_needed()
     # every point's page position; the lasso is a circle around the point nearest the map's centre,
@@ -423,7 +429,7 @@ def test_lasso_narrows_both_maps_to_exactly_the_lassoed_faces(ui):
     assert lassoed == want
     page.get_by_text("in this view", exact=False).first.wait_for(timeout=WAIT_MS)
     assert _wait_for_map_sizes(page, len(want)) == [len(want)] * 2
-    _settle(ui)
+    _calm(ui)
     for index in (1, 2):
         (scatter,) = [t for t in _traces(page, index) if t["mode"] == "markers" and t["name"] != "pinned"]
         assert sorted(scatter["ids"]) == want
