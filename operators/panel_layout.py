@@ -50,11 +50,14 @@ def _quality_span(info) -> str:
 
 def _pinned(p, panel, pin, unit):
     """The pinned face: its thumbnail (a click opens the full image), what hover says, and buttons."""
-    # two grid columns, the thumbnail's own width and the rest, both from the top (as a flex row the
-    # text sat a thumbnail's height below the image)
+    # two grid columns, the thumbnail's own width and the rest, both from the top; the row's height is
+    # fixed: the App wraps the image in a box as tall as the whole panel (898 px at 1600x1000), which
+    # pushed the buttons below it off screen
+    height = f"{panel_pin.THUMB_PX + 8}px"
     row = panel.h_stack(f"pin_{pin['id']}", gap=2, align_x="left", align_y="top",
                         componentsProps={"grid": {"sx": {"gridTemplateColumns": "auto minmax(0, 1fr)",
-                                                         "alignItems": "start"}}})
+                                                         "gridTemplateRows": height, "height": height,
+                                                         "overflow": "hidden", "alignItems": "start"}}})
     if pin.get("image"):
         # the image is the schema's default, not a state value. A row name per face: the App keeps
         # the value it saw under a name, which would show the previous face's image
