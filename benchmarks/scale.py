@@ -118,20 +118,9 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def plugin(args) -> str:
-    tmp = tempfile.mkdtemp(prefix="prefiqs-scale-")
-    atexit.register(shutil.rmtree, tmp, True)  # the chip pool; runs after the database has stopped
-    private_fiftyone(Path(tmp) / "fo", ROOT)  # before fiftyone is imported: it reads its config then
-    import importlib
-
-    import fiftyone as fo
-    import fiftyone.operators as foo
+def chip_pool(args, tmp):
+    """``args.files`` PNG files of jittered real chips in ``tmp`` (shared by the samples), and the rng."""
     from PIL import Image
-
-    foo.get_operator("@prefiqs/prefiqs/compute_prefiqs")  # loads the plugin package
-    pkg = "fiftyone.plugins.orgs.prefiqs.prefiqs.operators"
-    scoring = importlib.import_module(f"{pkg}.scoring")
-    visualization = importlib.import_module(f"{pkg}.visualization")
     from prefiqs_core.backbones import load_backbone
 
     base = real_chips(load_backbone(args.backbone))
@@ -140,6 +129,23 @@ def plugin(args) -> str:
     for i in range(args.files):
         pool.append(os.path.join(tmp, f"chip_{i:05d}.png"))
         Image.fromarray(jitter(base[i % len(base)], rng)).save(pool[-1])
+    return pool, rng
+
+
+def plugin(args) -> str:
+    tmp = tempfile.mkdtemp(prefix="prefiqs-scale-")
+    atexit.register(shutil.rmtree, tmp, True)  # the chip pool; runs after the database has stopped
+    private_fiftyone(Path(tmp) / "fo", ROOT)  # before fiftyone is imported: it reads its config then
+    import importlib
+
+    import fiftyone as fo
+    import fiftyone.operators as foo
+
+    foo.get_operator("@prefiqs/prefiqs/compute_prefiqs")  # loads the plugin package
+    pkg = "fiftyone.plugins.orgs.prefiqs.prefiqs.operators"
+    scoring = importlib.import_module(f"{pkg}.scoring")
+    visualization = importlib.import_module(f"{pkg}.visualization")
+    pool, rng = chip_pool(args, tmp)
 
     ds = fo.Dataset(f"prefiqs-scale-{os.getpid()}")
     t = time.perf_counter()
@@ -163,11 +169,106 @@ def plugin(args) -> str:
     return "\n".join(out)
 
 
+def panel(args) -> str:
+    """The Face Quality panel on a dataset of N samples: the server's side of each event, timed.
+
+    The samples are files of the chip pool; two sample-level runs get synthetic scores (written
+    through the plugin's run records) and "manual" brain visualizations of clustered points, so
+    no model runs: what is measured is the panel's database queries, map restriction and traces.
+    Each event is what the App sends (``ExecutionContext`` with the panel's ``__method__`` and the
+    state the previous event left), timed end to end including the messages it builds for the App.
+    """
+    tmp = tempfile.mkdtemp(prefix="prefiqs-scale-")
+    atexit.register(shutil.rmtree, tmp, True)
+    private_fiftyone(Path(tmp) / "fo", ROOT)
+    import importlib
+    import json
+
+    import fiftyone as fo
+    import fiftyone.brain as fob
+    import fiftyone.operators as foo
+    from bson import json_util
+    from fiftyone.operators.executor import ExecutionContext, Executor
+
+    foo.get_operator("@prefiqs/prefiqs/compute_prefiqs")
+    runs = importlib.import_module("fiftyone.plugins.orgs.prefiqs.prefiqs.operators.runs")
+    pool, rng = chip_pool(args, tmp)
+    n = args.faces
+    t = time.perf_counter()
+    ds = fo.Dataset(f"prefiqs-scale-panel-{os.getpid()}")
+    for start in range(0, n, 10000):
+        ds.add_samples([fo.Sample(filepath=pool[i % len(pool)]) for i in range(start, min(n, start + 10000))],
+                       progress=False)
+    ids = ds.values("id")
+    errors = n // 100  # 1 % unscored, as a real run has a few
+    for key, (lo, hi) in (("syn_a", (0.70, 0.85)), ("syn_b", (0.59, 0.72))):
+        q = [None] * errors + rng.uniform(lo, hi, n - errors).round(4).tolist()
+        d = [None if v is None else round(1.0 - v, 4) for v in q]
+        ds.set_values(f"{key}_quality", q, progress=False)
+        ds.set_values(f"{key}_drift", d, progress=False)
+        ds.set_values(f"{key}_error", ["synthetic error"] * errors + [None] * (n - errors), progress=False)
+        runs.record_run(ds, key, dict(backbone=args.backbone, sparsity=[0.3], patches_field=None))
+        runs.update_results(ds, key, summary=runs.summary_stats(q, d, errors))
+        centers = rng.normal(0, 8, (50, 2))  # 50 identities
+        pts = centers[np.arange(n - errors) % 50] + rng.normal(0, 0.8, (n - errors, 2))
+        for which, shift in (("dense", 0.0), ("pruned", 1.0)):
+            fob.compute_visualization(ds, method="manual", brain_key=f"{key}_{which}_umap",
+                                      points=dict(zip(ids[errors:], pts + shift)))
+    t_build = time.perf_counter() - t
+
+    uri = "@prefiqs/prefiqs/prefiqs_panel"
+    state = {}
+
+    def event(method, view=None, state_patch=None, **params):
+        nonlocal state
+        state = dict(state, **(state_patch or {}))
+        request = dict(dataset_name=ds.name, params=dict(panel_id="bench", __method__=method, state=state,
+                                                         panel_state=state, **params))
+        if view is not None:
+            request["view"] = json.loads(json_util.dumps(view._serialize()))
+        ctx = ExecutionContext(request_params=request, executor=Executor())
+        t0 = time.perf_counter()
+        foo.get_operator(uri).execute(ctx)
+        dt = time.perf_counter() - t0
+        size = len(json.dumps([r.to_json() for r in ctx.executor._requests], default=str))
+        state = dict(ctx.panel.state._data)
+        return dt, size
+
+    rows = []
+
+    def timed(label, method, reps=3, **kw):
+        best = min((event(method, **kw) for _ in range(reps)), key=lambda r: r[0])
+        rows.append((label, *best))
+        if os.environ.get("PREFIQS_BENCH_DEBUG"):
+            print(label, {k: state.get(k) for k in ("run_key", "shown_run", "below", "below_at", "pinned")},
+                  file=sys.stderr)
+
+    timed("open (on_load), syn_a", "on_load", reps=1, state_patch=dict(run_key="syn_a"))
+    timed("open again (warm)", "on_load")
+    for v in (0.72, 0.75, 0.78):
+        timed(f"threshold move to {v}", "on_change_threshold", reps=1, value=v)
+    timed("run switch syn_a → syn_b", "on_change_run", reps=1, value="syn_b")
+    timed("run switch syn_b → syn_a", "on_change_run", reps=1, value="syn_a")
+    face = ids[-1]
+    timed("pin a face (click)", "on_map_click", reps=1, id=face)
+    timed("unpin (click again)", "on_map_click", reps=1, id=face)
+    below = ds.match(fo.ViewField("syn_a_quality") < 0.71)  # MongoDB: null < 0.71 holds,
+    below = below.exists("syn_a_quality")  # so the unscored samples are left out here
+    timed(f"view narrowed to {len(below):,} samples", "on_change_view", reps=1, view=below)
+    out = [f"\n**panel (server side): {n:,} samples, 2 sample-level runs with maps; dataset built in "
+           f"{t_build:.0f} s**\n", "| event | time (s) | sent to the App (MB) |", "|---|---:|---:|"]
+    out += [f"| {label} | {dt:.2f} | {size / 1e6:.1f} |" for label, dt, size in rows]
+    ds.delete()
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--engine-only", action="store_true", help="the engine's streaming alone (default)")
     mode.add_argument("--plugin", action="store_true", help="the FiftyOne path on a dataset of --faces samples")
+    mode.add_argument("--panel", action="store_true",
+                      help="the Face Quality panel's events on --faces samples with synthetic scores (no model)")
     ap.add_argument("--faces", type=int, default=5_000,
                     help="faces to score (default sized for a 2-core CPU; 100000 gives the 10k/50k/100k marks)")
     ap.add_argument("--batch", type=int, default=64)
@@ -177,7 +278,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     print(f"start: RSS {rss_mb():.0f} MiB; {os.cpu_count()} CPUs", file=sys.stderr)
-    print(plugin(args) if args.plugin else engine_only(args))
+    print(panel(args) if args.panel else plugin(args) if args.plugin else engine_only(args))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,23 @@ def lowest_supported_fmr(num_impostors: int, wanted: float = TARGET_FMR) -> floa
     return 10.0 ** math.ceil(math.log10(1.0 / num_impostors))
 
 
+def browser_copies(photos, png_dir: Path) -> list[Path]:
+    """PNG copies of the ORL photos, pixel for pixel: ORL ships PGM, which browsers cannot show, so
+    the App's grid would show broken images. Copies older than their photo are remade."""
+    from PIL import Image
+
+    out = []
+    for p, who in photos:
+        q = Path(png_dir) / who / (Path(p).stem + ".png")
+        if not q.exists() or q.stat().st_mtime < Path(p).stat().st_mtime:
+            q.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(p) as im:
+                im.save(q.with_suffix(".part.png"))
+            q.with_suffix(".part.png").replace(q)
+        out.append(q)
+    return out
+
+
 def add_orl(dataset, faces: str, landmarks: str, people: Optional[int] = None, backbone: str = DEFAULT_BACKBONE,
             device: Optional[str] = None, log: Callable[[str], None] = lambda s: None) -> dict:
     """Add the ORL photos to ``dataset``, detect, score, add the baselines and evaluate.
@@ -79,8 +96,9 @@ def add_orl(dataset, faces: str, landmarks: str, people: Optional[int] = None, b
         :func:`load_evaluation` of ``orl_eval``
     """
     photos = assets.orl_photos(people)
-    dataset.add_samples([fo.Sample(filepath=str(p.resolve()), kind="orl", tags=["orl"],
-                                   identity=fo.Classification(label=who)) for p, who in photos])
+    shown = browser_copies(photos, assets.data_dir() / "orl_png")
+    dataset.add_samples([fo.Sample(filepath=str(q.resolve()), kind="orl", tags=["orl"], orl_photo="/".join(p.parts[-2:]),
+                                   identity=fo.Classification(label=who)) for (p, who), q in zip(photos, shown)])
     view = orl_view(dataset)
     log(f"detect_faces on {len(photos)} ORL photos ({len({w for _, w in photos})} people)")
     _op("detect_faces")(view, label_field=faces, keypoints_field=landmarks)
@@ -143,8 +161,8 @@ def orl_summary(dataset) -> dict:
     each quality's FNMR at the evaluation's FMR with 0 / 10 / 20 % of genuine pairs discarded."""
     view = orl_view(dataset)
     fields = runs.fields_of(dataset, ORL_RUN)
-    paths, errors, boxes = view.values(["filepath", fields.sample_error, F(f"{fields.patches_field}.detections").length()])
-    failed = [dict(photo="/".join(Path(p).parts[-2:]), error=e, detected=int(n or 0))
+    paths, errors, boxes = view.values(["orl_photo", fields.sample_error, F(f"{fields.patches_field}.detections").length()])
+    failed = [dict(photo=p, error=e, detected=int(n or 0))
               for p, e, n in zip(paths, errors, boxes) if e]
     rec = load_evaluation(view, EVAL_KEY)
     methods = []

@@ -20,7 +20,7 @@ from __future__ import annotations
 import fiftyone.operators as foo
 from bson import json_util
 
-from . import panel_edc, panel_plots, panel_queries, runs
+from . import panel_edc, panel_pin, panel_plots, panel_queries, runs
 from .panel_layout import build
 from .tagging import tag_low_quality
 from . import panel_calibration
@@ -34,7 +34,7 @@ DATA_KEYS = ("histogram", "maps", "edc")
 # state the panel computes (never a widget's value): kept on the server between events
 COMPUTED = ("runs", "shown_run", "below_at", "below", "info", "view_key", "hover_choices", "has_maps",
             "map_ranges", "own_ranges", "drift_note", "hover_drawn", "num_edc", "last_tagging",
-            "maps_seq", "edc_seq", "show_drift", "own_axes")
+            "maps_seq", "edc_seq", "show_drift", "own_axes", "pinned")
 MEMORY_STORE, MEMORY_TTL_S = "prefiqs_panel", 7 * 24 * 3600
 
 COMPUTED += panel_calibration.COMPUTED  # the calibrated reading of the threshold (issue 12)
@@ -43,6 +43,37 @@ COMPUTED += panel_calibration.COMPUTED  # the calibrated reading of the threshol
 def _is_data_key(key: str) -> bool:
     """A panel data path (``histogram``, ``maps3``, ``edc2``), never a state entry."""
     return any(key == k or (key.startswith(k) and key[len(k):].isdigit()) for k in DATA_KEYS)
+
+
+def _coalesce(requests, stale):
+    """What one event sends to the App: at most one state patch, one data patch and one output.
+
+    Each ``set_state``/``set_data`` is its own message, and the App re-renders the whole panel after
+    each one; every render hands each plotly chart a new layout, so every chart is re-plotted. A run
+    switch sent ~10 messages per event and ~15 events came with it (the App's echoes): the browser
+    re-plotted the histogram 67 times and each map 51 times, and on a busy 2-core machine the old
+    run's maps stayed on screen for 20-40 s. Patches are merged in order (a later value of a key
+    wins, as it would when applied one by one), and an event that changed nothing (an echo of the
+    App, a view the panel already shows) sends nothing at all: its output would be the one shown.
+    """
+    merged = {"patch_panel_state": {}, "patch_panel_data": {}}
+    first_of, kept = {}, []
+    for r in requests:
+        uri = r.operator_uri
+        if uri in merged:
+            merged[uri].update(r.params.get("state" if uri == "patch_panel_state" else "data") or {})
+            if uri not in first_of:
+                first_of[uri] = r
+                kept.append(r)
+        else:
+            kept.append(r)
+    state_patch = {k: v for k, v in merged["patch_panel_state"].items() if not (k in stale and v is None)}
+    if not merged["patch_panel_data"] and not state_patch and all(
+            r.operator_uri in ("show_panel_output", *merged) for r in kept):
+        return []
+    for uri, r in first_of.items():
+        r.params["state" if uri == "patch_panel_state" else "data"] = merged[uri]
+    return kept
 
 
 class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
@@ -66,6 +97,8 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         # shown for another threshold). The server's copy wins over what an event brings.
         memory, panel_id = ctx.store(MEMORY_STORE), ctx.params.get("panel_id") or "panel"
         ctx.panel_state.update(memory.get(panel_id) or {})
+        requests = ctx.executor._requests if ctx.executor is not None else None
+        first = len(requests) if requests is not None else 0
         # The form also copies the panel *data* (plot traces) into the state; the App then merges
         # that stale copy under fresh data array by array, so old points and drift segments stayed
         # drawn. Each event drops the copy (maps and curves are also drawn under new names).
@@ -75,6 +108,8 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         result = super().execute(ctx)
         memory.set(panel_id, {k: ctx.panel_state.get(k) for k in COMPUTED if k in ctx.panel_state},
                    ttl=MEMORY_TTL_S)
+        if requests is not None:
+            requests[first:] = _coalesce(requests[first:], stale)
         return result
 
     def on_load(self, ctx):
@@ -99,7 +134,7 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         self.on_load(ctx)
 
     def on_change_dataset(self, ctx):
-        ctx.panel.set_state(dict(run_key=None, shown_run=None, view_key=None))
+        ctx.panel.set_state(dict(run_key=None, shown_run=None, view_key=None, pinned=None))
         self.on_load(ctx)
 
     def on_change_selected(self, ctx):
@@ -121,8 +156,10 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         key = ctx.params.get("value")
         if not key or key == ctx.panel.state.shown_run:
             return
-        # a threshold belongs to its run's score distribution: start the new run from its default
-        ctx.panel.set_state(dict(run_key=key, threshold=None, last_tagging=None))
+        # a threshold belongs to its run's score distribution: start the new run from its default.
+        # A pinned face belongs to the run's maps: another run's maps hold other faces (or the same
+        # sample under another id), so the pin goes with the run
+        ctx.panel.set_state(dict(run_key=key, threshold=None, last_tagging=None, pinned=None))
         self._refresh(ctx)
 
     def on_change_threshold(self, ctx):
@@ -190,9 +227,37 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         self._show_ids(ctx, [i for i in ids if i])
 
     def on_map_click(self, ctx):
+        """A click pins the face (ringed in both maps, thumbnail in the panel); a click on the pinned
+        face unpins it. The App sends no hover events to Python, so a click is the way to point."""
         point = ctx.params.get("id")
-        if point:
-            self._show_ids(ctx, [point])
+        if not point:  # a drift segment: no face
+            return
+        pinned = ctx.panel.state.pinned or {}
+        self._pin(ctx, None if pinned.get("id") == point else point)
+
+    def on_map_double_click(self, ctx):
+        if ctx.panel.state.pinned:
+            self._pin(ctx, None)
+
+    def clear_pin(self, ctx):
+        self._pin(ctx, None)
+
+    def show_pinned(self, ctx):
+        """The pinned face alone in the grid (what a click on a point used to do)."""
+        pinned = ctx.panel.state.pinned or {}
+        if pinned.get("id"):
+            self._show_ids(ctx, [pinned["id"]])
+
+    def _pin(self, ctx, face_id):
+        scope = self._scope(ctx)
+        if scope is None:
+            return
+        pin = panel_pin.pin_info(ctx.dataset, scope, face_id, ctx.panel.state.hover_field) if face_id else None
+        # the rings are layout shapes built from this state by ``render``: the maps' data stays.
+        # The App keeps the previous thumbnail's copy under that face's row name: dropped here, so
+        # images do not pile up in the state the App sends with every event
+        old = (ctx.panel.state.pinned or {}).get("id")
+        ctx.panel.set_state(dict(pinned=pin, **({f"pin_{old}": None} if old else {})))
 
     def on_toggle_drift(self, ctx):
         ctx.panel.state.show_drift = not ctx.panel.state.show_drift
@@ -305,16 +370,19 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         field = state.hover_field or None
         traces = dict(dense=[panel_plots.scatter_trace("dense", pts_d, ids_d, hover, cmin, cmax, False, field)],
                       pruned=[panel_plots.scatter_trace("pruned", pts_p, ids_p, rows_p, cmin, cmax, True, field)])
+        self._pinned_in_view(ctx, scope, ids_d)
         note = None
         if state.show_drift:
-            chosen = self._selected_ids(ctx, scope, ids_d)
+            chosen, picked = self._selected_ids(ctx, scope, ids_d)
             q_by_id = {i: h["q"] for i, h in by_id.items()}
             trace, drawn, asked = panel_plots.drift_trace(dict(zip(ids_d, pts_d)), dict(zip(ids_p, pts_p)),
                                                           chosen, q_by_id)
             traces["dense"].append(trace)
             traces["pruned"].append(trace)
             if asked:
-                note = f"Drift of {panel_plots.count_text(drawn, scope.unit)} selected, dense → pruned"
+                # the faces of a narrowed view are not "selected": say where they come from
+                where = "selected" if picked else "in this view"
+                note = f"Drift of {panel_plots.count_text(drawn, scope.unit)} {where}, dense → pruned"
                 note += f" (the worst {drawn} of {asked})" if drawn < asked else ""
             else:
                 note = f"Select {scope.unit} (lasso in a map, or in the grid) to draw their drift"
@@ -329,13 +397,29 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         ctx.panel.set_state(dict(maps_seq=seq))
         ctx.panel.set_data(f"maps{seq}", traces)
 
+    def _pinned_in_view(self, ctx, scope, view_ids):
+        """The pin, while its face is on the maps; unpinned once the view leaves it out (the maps
+        hold exactly the view, so a ring with no point under it would mark nothing). A new hover
+        field is read again so the pin's text matches the hover text."""
+        pinned = ctx.panel.state.pinned
+        if not pinned:
+            return None
+        if pinned.get("id") not in set(view_ids):
+            ctx.panel.set_state(dict(pinned=None))
+            return None
+        if (pinned.get("field") or "") != (ctx.panel.state.hover_field or ""):
+            pinned = panel_pin.pin_info(ctx.dataset, scope, pinned["id"], ctx.panel.state.hover_field)
+            ctx.panel.set_state(dict(pinned=pinned))
+        return pinned
+
     def _color_range(self, ctx, scope, quality):
         """The run's whole quality range, so a face keeps its colour when the view narrows."""
         known = [v for v in quality if v is not None]
         return self._run_range(ctx, scope.fields.key, min(known, default=0.0), max(known, default=1.0))
 
     def _selected_ids(self, ctx, scope, view_ids):
-        """The faces whose drift to draw: the App's selection, else the current (custom) view."""
+        """The faces whose drift to draw: the App's selection, else the current (custom) view; and
+        whether they are a selection."""
         pf = scope.fields.patches_field
         if scope.patch_run:
             chosen = [s["label_id"] for s in ctx.selected_labels if s.get("field") == pf]
@@ -344,8 +428,8 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         else:
             chosen = list(ctx.selected)
         if chosen:
-            return chosen
-        return view_ids if ctx.has_custom_view else []
+            return chosen, True
+        return (view_ids if ctx.has_custom_view else []), False
 
     def _refresh_edc(self, ctx, scope):
         keys = panel_edc.evaluation_runs(ctx.dataset, scope.fields.key)

@@ -9,7 +9,7 @@ import math
 
 import fiftyone.operators.types as types
 
-from . import panel_edc, panel_plots
+from . import panel_edc, panel_pin, panel_plots
 from .panel_plots import count_text
 from . import panel_calibration
 
@@ -47,6 +47,28 @@ def _quality_span(info) -> str:
     if lo is None:
         return "no quality"
     return f"quality {_fmt(lo)}" if abs(hi - lo) < 5e-5 else f"quality {_fmt(lo)} – {_fmt(hi)}"
+
+
+def _pinned(p, panel, pin, unit):
+    """The pinned face: its thumbnail (a click opens the full image), what hover says, and buttons."""
+    # two grid columns, the thumbnail's own width and the rest, both from the top; the row's height is
+    # fixed: the App wraps the image in a box as tall as the whole panel (898 px at 1600x1000), which
+    # pushed the buttons below it off screen
+    height = f"{panel_pin.THUMB_PX + 8}px"
+    row = panel.h_stack(f"pin_{pin['id']}", gap=2, align_x="left", align_y="top",
+                        componentsProps={"grid": {"sx": {"gridTemplateColumns": "auto minmax(0, 1fr)",
+                                                         "gridTemplateRows": height, "height": height,
+                                                         "overflow": "hidden", "alignItems": "start"}}})
+    if pin.get("image"):
+        # the image is the schema's default, not a state value. A row name per face: the App keeps
+        # the value it saw under a name, which would show the previous face's image
+        row.str(f"pin_image_{pin['id']}", default=pin["image"],
+                view=types.ImageView(height=panel_pin.THUMB_PX, alt=pin["file"], href=pin.get("url")))
+    row.md(panel_pin.pin_text(pin, unit), name="pin_md")
+    buttons = panel.h_stack("pin_buttons", gap=1, align_x="left")
+    buttons.btn("show_pinned", label="Show in grid", icon="filter_center_focus", variant="outlined",
+                on_click=p.show_pinned)
+    buttons.btn("clear_pin", label="Clear pin", icon="close", variant="outlined", on_click=p.clear_pin)
 
 
 def build(p, ctx):
@@ -127,8 +149,15 @@ def build(p, ctx):
         pruned_title = f"Pruned ({sparsity:.0%} sparsity)" if isinstance(sparsity, (int, float)) else "Pruned"
         for which, title in (("dense", "Dense (full network)"), ("pruned", pruned_title)):
             ranges = state.map_ranges if shared else own.get(which)
-            maps.plot(which, layout=panel_plots.scatter_layout(title, ranges), on_selected=p.on_map_select,
-                      on_click=p.on_map_click, config=dict(displaylogo=False))
+            ring = ((state.pinned or {}).get("xy") or {}).get(which)
+            layout = panel_plots.scatter_layout(title, ranges)
+            if ring:
+                layout["shapes"] = [panel_pin.ring_shape(ring)]
+            maps.plot(which, layout=layout, on_selected=p.on_map_select,
+                      on_click=p.on_map_click, on_double_click=p.on_map_double_click,
+                      config=dict(displaylogo=False))
+        if state.pinned:
+            _pinned(p, panel, state.pinned, unit)
         # buttons, not switches: a switch shows the App's copy of the state, which can lag behind
         toggles = panel.h_stack("map_toggles", gap=1, align_x="left")
         toggles.btn("toggle_drift", label="Hide drift" if state.show_drift else "Draw drift of the selection",

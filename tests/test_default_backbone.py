@@ -46,3 +46,21 @@ def test_a_failed_fetch_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"make assets.*PREFIQS_DATA"):
         assets.sface_model()
     assert not (tmp_path / "cache" / "prefiqs" / "models" / assets.SFACE_FILE).exists()
+
+
+def test_prefiqs_core_imports_itself_relatively():
+    """The plugin imports prefiqs_core as its own subpackage (``..prefiqs_core``), where the name
+    ``prefiqs_core`` is not importable: an absolute import inside it breaks the App's operators."""
+    import ast
+    from pathlib import Path
+
+    root = Path(assets.__file__).parent
+    bad = []
+    for f in root.rglob("*.py"):
+        if f.name == "__main__.py":  # only ever run as `python -m prefiqs_core`
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            bad += [f"{f.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "prefiqs_core"]
+    assert not bad, bad

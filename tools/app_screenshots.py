@@ -12,7 +12,8 @@ What it does, start to finish:
 3.  serves the App (``fiftyone app launch --remote``) on a free 127.0.0.1 port;
 4.  drives Debian's Chromium through Playwright at 1600x1100, as ``tests/plugin/test_fo_app_browser.py``
     does, and writes ``grid.png``, ``panel_edc.png`` (the ORL run's EDC curves), ``panel.png``,
-    ``panel_maps.png``, ``panel_hover.png`` (a map point hovered), ``panel_drift.png`` (drift segments
+    ``panel_maps.png``, ``panel_hover.png`` (a map point hovered), ``panel_pinned.png`` (a face pinned by a
+    click: ringed in both maps, with its thumbnail), ``panel_drift.png`` (drift segments
     of the faces below the threshold), ``worst_first.png``, ``operator_form.png``;
 5.  stops everything it started: the App's process groups, then mongod; removes the temp directory.
 
@@ -99,6 +100,36 @@ def scroll_panel_to(locator) -> None:
         }""")
 
 
+def pick_hover_field(page, name: str) -> None:
+    """Choose the sample field that the hover (and a pinned face) also shows."""
+    page.get_by_text("Hover also shows").locator("xpath=following::*[@role='combobox'][1]").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    page.wait_for_function(
+        "n => document.querySelectorAll('.js-plotly-plot')[1].data[0].hovertemplate.includes(n + ':')", arg=name)
+
+
+def click_isolated_worst(page, index: int, gap: float = 14) -> str:
+    """Click the worst face of map ``index`` that has no other point within ``gap`` px (plotly picks
+    the nearest point, so a crowded spot could pin a neighbour); its id."""
+    page.locator(".js-plotly-plot").nth(index).scroll_into_view_if_needed()
+    face, x, y = page.evaluate(
+        """([i, gap]) => {
+            const p = document.querySelectorAll('.js-plotly-plot')[i];
+            const t = p.data.find(t => t.mode === 'markers');
+            const L = p._fullLayout, r = p.querySelector('.nsewdrag').getBoundingClientRect();
+            const pos = t.x.map((x, k) => [r.left + L.xaxis.l2p(x), r.top + L.yaxis.l2p(t.y[k])]);
+            for (let k = pos.length - 1; k >= 0; k--) {  // drawn worst last
+                if (pos.every(([a, b], j) => j === k || (a - pos[k][0]) ** 2 + (b - pos[k][1]) ** 2 >= gap * gap))
+                    return [t.ids[k], ...pos[k]];
+            }
+            const k = pos.length - 1; return [t.ids[k], ...pos[k]];
+        }""", [index, gap])
+    page.mouse.move(x - 3, y - 3)
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    return face
+
+
 def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: int) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -151,6 +182,20 @@ def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: 
             page.locator(".hoverlayer .hovertext").first.wait_for()
             settle(page, 800)
             shot(page, "panel_hover.png")
+
+            # a click pins a face: ringed in both maps, its thumbnail, file, quality, drift and the
+            # chosen field (identity) under the maps. The worst face that stands apart is clicked
+            page.mouse.move(5, 5)  # the hover label away
+            pick_hover_field(page, "identity")
+            click_isolated_worst(page, 1)
+            page.get_by_text("Pinned face", exact=False).wait_for()
+            page.locator("img[src^='data:image/jpeg']").wait_for()
+            page.get_by_text("identity:", exact=False).first.wait_for()
+            scroll_panel_to(page.locator(".js-plotly-plot").nth(1))
+            settle(page)
+            shot(page, "panel_pinned.png")
+            page.get_by_text("Clear pin", exact=True).click()
+            page.get_by_text("Pinned face", exact=False).wait_for(state="detached")
 
             # the drift of a small selection: the faces below the threshold, dense → pruned
             page.get_by_text("Show below threshold", exact=True).click()

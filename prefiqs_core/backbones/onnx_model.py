@@ -31,9 +31,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from prefiqs_core import assets
-from prefiqs_core.backbones import onnx_convert
-from prefiqs_core.backbones.base import Backbone, Preprocess, sha256_of
+from .. import assets
+from . import onnx_convert
+from .base import Backbone, Preprocess, sha256_of
 
 # What cv2.FaceRecognizerSF.feature() feeds SFace: it calls
 #   dnn::blobFromImage(aligned_bgr_chip, 1.0, Size(112, 112), Scalar(0, 0, 0), swapRB=true)

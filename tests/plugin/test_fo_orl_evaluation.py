@@ -168,3 +168,17 @@ def test_a_second_box_on_a_one_person_photo_is_dropped_with_its_landmarks(fo, or
     (det,) = sample["faces"].detections
     (kp,) = sample["faces_landmarks"].keypoints
     assert det.confidence == 0.9 and det.instance.id == kp.instance.id == strong.id
+
+
+def test_the_grid_gets_images_a_browser_can_show(orl_ds, orl):
+    """ORL ships PGM, which Chromium cannot decode: the samples point at PNG copies, pixel for pixel."""
+    from PIL import Image
+
+    from prefiqs_core import assets
+
+    view = orl.orl_view(orl_ds)
+    paths, photos = view.values(["filepath", "orl_photo"])
+    assert all(p.endswith(".png") for p in paths) and "s1/2.pgm" in photos
+    for p, photo in list(zip(paths, photos))[:5]:
+        with Image.open(p) as png, Image.open(assets.orl_dir() / photo) as pgm:
+            assert png.mode == pgm.mode and np.array_equal(np.asarray(png), np.asarray(pgm))

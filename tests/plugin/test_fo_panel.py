@@ -239,6 +239,14 @@ def test_tag_below_threshold_writes_label_tags(scored):
     ds.untag_labels("panel_low")
 
 
+def _rings(result):
+    """The anchor of each map's "pinned" ring shape in the rendered layout, dense then pruned."""
+    (maps,) = [v for k, v in result.props().items() if k.startswith("maps")]
+    plots = maps["type"]["properties"]
+    return [[s["xanchor"], s["yanchor"]] for which in ("dense", "pruned")
+            for s in plots[which]["view"]["layout"].get("shapes", []) if s.get("name") == "pinned"]
+
+
 def test_map_lasso_and_click_select_faces_or_samples(scored):
     ds = scored
     _, state = _loaded(ds)
@@ -246,11 +254,21 @@ def test_map_lasso_and_click_select_faces_or_samples(scored):
     lasso = call(ds, "on_map_select", state=state, data=[dict(id=i, x=0, y=0, trace="dense") for i in ids])
     view = lasso.set_view(ds)
     assert sorted(view.values("faces.detections.id", unwind=True)) == sorted(ids)
-    # inside the worst-first patches grid, a click keeps the patches grid
+    # a click pins the face (the view stays); "Show in grid" inside the worst-first patches grid
+    # shows that face alone and keeps the patches grid
     worst = call(ds, "show_worst_first", state=state).set_view(ds)
     clicked = call(ds, "on_map_click", state=state, view=worst, id=ids[0])
-    view = clicked.set_view(ds)
+    assert clicked.ops("set_view") == [] and clicked.state["pinned"]["id"] == ids[0]
+    assert _rings(clicked) == [clicked.state["pinned"]["xy"]["dense"], clicked.state["pinned"]["xy"]["pruned"]]
+    res = ds.load_brain_results("prefiqs_dense_umap")
+    at = list(res.label_ids).index(ids[0])
+    assert clicked.state["pinned"]["xy"]["dense"] == pytest.approx(list(res.points[at]), abs=1e-4)
+    assert clicked.state["pinned"]["image"].startswith("data:image/jpeg;base64,")
+    view = call(ds, "show_pinned", state=dict(clicked.state), view=worst).set_view(ds)
     assert view._is_patches and view.values("id") == [ids[0]]
+    # a second click on the same face unpins it
+    again = call(ds, "on_map_click", state=dict(clicked.state), view=worst, id=ids[0])
+    assert again.state["pinned"] is None and _rings(again) == []
 
     _, state = _loaded(ds, run_key="whole")
     sample_ids = ds.values("id")[:2]
@@ -264,7 +282,7 @@ def test_drift_toggle_draws_segments_of_the_selection(scored):
     ids = list(_faces(ds))[:3]
     selection = ds.select_labels(ids=ids, fields="faces")  # what a lasso leaves in the App
     toggled = call(ds, "on_toggle_drift", state=state, view=selection)
-    assert toggled.state["show_drift"] and "Drift of 3 faces selected" in toggled.state["drift_note"]
+    assert toggled.state["show_drift"] and "Drift of 3 faces in this view" in toggled.state["drift_note"]
     dense, pruned = toggled.maps["dense"], toggled.maps["pruned"]
     assert len(dense) == len(pruned) == 2 and sorted(dense[0]["ids"]) == sorted(ids)
     seg = dense[1]
@@ -374,3 +392,32 @@ def test_queries_use_database_aggregations(scored, monkeypatch):
     monkeypatch.setattr(type(ds), "iter_samples", boom)
     again = call(ds, "on_change_view", state=state, view=ds.match(F("prefiqs_min_quality") > 0))
     assert again.state["info"]["num"] == 10
+
+
+def test_pin_of_a_face_shows_the_chosen_label_field_of_its_sample(scored):
+    """A pinned face (patch-level run) shows its sample's chosen field, a Classification here, as hover
+    does; and its thumbnail is the face's box, not the whole photo."""
+    import base64
+    import io
+
+    import fiftyone as fo
+    from PIL import Image
+
+    ds = scored
+    ds.set_values("who", [fo.Classification(label=f"person{i}") for i in range(len(ds))])
+    try:
+        _, state = _loaded(ds, hover_field="who")
+        face = max(_faces(ds))
+        pinned = call(ds, "on_map_click", state=state, id=face).state["pinned"]
+        sample = ds.match_labels(ids=[face], fields="faces").first()
+        assert pinned["field"] == "who" and pinned["label"] == sample["who"].label
+        thumb = Image.open(io.BytesIO(base64.b64decode(pinned["image"].split(",", 1)[1])))
+        (det,) = [d for d in sample["faces"].detections if d.id == face]
+        w, h = det.bounding_box[2:]
+        # the crop keeps the box's aspect ratio (with its margin), the photo's would differ
+        photo = Image.open(sample.filepath)
+        box_ratio = (w * photo.width) / (h * photo.height)
+        assert abs(thumb.width / thumb.height - box_ratio) < 0.15 * box_ratio
+        assert max(thumb.size) == 128
+    finally:
+        ds.delete_sample_field("who")

@@ -124,6 +124,12 @@ def _settle(ui, quiet_s=QUIET_S, within_s=SETTLE_S):
         page.wait_for_timeout(500)
 
 
+def _calm(ui):
+    """Wait until the panel has answered the last interaction (3 s without an event) before the next:
+    synchronisation only; the idle checks themselves wait the full QUIET_S."""
+    return _settle(ui, quiet_s=3)
+
+
 def _wait_for_map_sizes(page, n):
     """The number of points in the dense and pruned maps, once both hold ``n`` (or after WAIT_MS)."""
     end = time.time() + WAIT_MS / 1000
@@ -238,3 +244,197 @@ def test_drift_segments_go_away(ui):
     page.wait_for_timeout(2000)
     assert page.evaluate(segments) == [0, 0]
     page.screenshot(path=str(ui["out"] / "panel_after_bugs.png"))
+
+
+# ------------------------------------------------------------------------------------------------
+# pointing at one face: the App sends no hover events to Python, so a click pins it
+# ------------------------------------------------------------------------------------------------
+
+
+def _point_xy(page, index, face_id):
+    """Page coordinates of the point ``face_id`` in the ``index``-th chart's markers trace."""
+    return page.evaluate(
+        """([i, id]) => {
+            const p = Array.from(document.querySelectorAll('.js-plotly-plot'))[i];
+            const t = p.data.find(t => t.mode === 'markers' && t.name !== 'pinned');
+            const k = t.ids.indexOf(id);
+            const L = p._fullLayout, r = p.querySelector('.nsewdrag').getBoundingClientRect();
+            return [r.left + L.xaxis.l2p(t.x[k]), r.top + L.yaxis.l2p(t.y[k])];
+        }""", [index, face_id])
+
+
+def _isolated(page, index, ids, gap=14):
+    """The first of ``ids`` whose point has no other point within ``gap`` px: a click on it can only
+    mean that face (plotly picks the nearest point)."""
+    page.locator(".js-plotly-plot").nth(index).scroll_into_view_if_needed()
+    pos = {i: _point_xy(page, index, i) for i in _traces(page, index)[0]["ids"]}
+    for i in ids:
+        (x, y) = pos[i]
+        if all((x - a) ** 2 + (y - b) ** 2 >= gap ** 2 for j, (a, b) in pos.items() if j != i):
+            return i
+    raise AssertionError("no isolated point to click")
+
+
+# the pinned face's text: one markdown paragraph, lines split by <br>
+PIN_TEXT = ("() => { const b = Array.from(document.querySelectorAll('strong'))"
+            ".find(e => e.textContent.startsWith('Pinned')); return b ? b.parentElement.innerText : ''; }")
+
+
+def _pin_text(page):
+    return page.evaluate(PIN_TEXT)
+
+
+def _click_point(page, index, face_id):
+    page.locator(".js-plotly-plot").nth(index).scroll_into_view_if_needed()
+    x, y = _point_xy(page, index, face_id)
+    page.mouse.move(x - 3, y - 3)
+    page.mouse.move(x, y)  # plotly picks the point under the cursor on hover, then clicks it
+    page.mouse.click(x, y)
+
+
+def _rings(page):
+    """For each map: the position of its "pinned" ring ([] when nothing is pinned), as plotly holds it."""
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).slice(1, 3).map(p =>
+               (p.layout.shapes || []).filter(s => s.name === 'pinned').map(s => [s.xanchor, s.yanchor]))""")
+
+
+def _ring_drawn(pinned=True):
+    """JS: both maps hold (or no longer hold) a pinned ring."""
+    test = "(p.layout.shapes || []).some(s => s.name === 'pinned')"
+    return ("Array.from(document.querySelectorAll('.js-plotly-plot')).slice(1, 3)"
+            f".every(p => {'' if pinned else '!'}{test})")
+
+
+def _position(page, index, face_id):
+    return page.evaluate(
+        """([i, id]) => { const t = Array.from(document.querySelectorAll('.js-plotly-plot'))[i].data
+               .find(t => t.mode === 'markers' && t.name !== 'pinned');
+               const k = t.ids.indexOf(id); return [t.x[k], t.y[k]]; }""", [index, face_id])
+
+
+def test_click_pins_a_face_in_both_maps_with_its_thumbnail(ui):
+    """A click on a point rings that face in both maps and shows its thumbnail, file name, quality,
+    drift and the chosen field; a click on it again unpins; a run switch and a view that leaves the
+    face out unpin too; an idle panel with a pin sends nothing."""
+    page, ds = ui["page"], ui["ds"]
+    if not page.get_by_text("alpha: sample-level", exact=False).count():
+        _pick_run(page, "alpha")
+    if page.get_by_text("Hide drift", exact=True).count():  # segments would cross the points to click
+        page.get_by_text("Hide drift", exact=True).click()
+        page.get_by_text("Draw drift of the selection", exact=True).wait_for(timeout=WAIT_MS)
+    page.get_by_text("Reset view", exact=True).click()
+    assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2
+    _calm(ui)
+    # the worst face of alpha that stands apart from the others (the worst are drawn last)
+    (scatter,) = [t for t in _traces(page, 1) if t["mode"] == "markers"]
+    face = _isolated(page, 1, scatter["ids"][::-1])
+    sample = ds[face]
+    _click_point(page, 1, face)
+    page.get_by_text("Pinned sample", exact=False).wait_for(timeout=WAIT_MS)
+    page.wait_for_function(_ring_drawn(), timeout=WAIT_MS)
+    # one ring per map, each on that face's own point in its map (the pruned map's point is elsewhere)
+    rings = _rings(page)
+    assert [len(r) for r in rings] == [1, 1]
+    assert [r[0] for r in rings] == [_position(page, 1, face), _position(page, 2, face)]
+    assert _position(page, 1, face) != _position(page, 2, face)
+    text = _pin_text(page)
+    assert os.path.basename(sample.filepath) in text
+    assert f"quality {sample['alpha_quality']:.4f}" in text and f"drift {sample['alpha_drift']:.4f}" in text
+    # the thumbnail is an image the browser decoded (a data URI made by the server)
+    thumb = page.locator("img[src^='data:image/jpeg']")
+    thumb.wait_for(timeout=WAIT_MS)
+    assert thumb.evaluate("img => img.complete && img.naturalWidth > 0")
+    page.screenshot(path=str(ui["out"] / "panel_pinned.png"))
+
+    # the chosen field joins the pin's text
+    page.get_by_text("Hover also shows").locator("xpath=following::*[@role='combobox'][1]").click()
+    page.get_by_role("option", name="identity", exact=True).click()
+    page.wait_for_function(f"({PIN_TEXT})().includes('identity: {sample['identity'].label}')", timeout=WAIT_MS)
+    # the idle check of bug 1 with a pin shown: quiet for QUIET_S (the App's own burst of view events
+    # after an answer may come a few seconds late), then nothing at all for QUIET_S more
+    events = _settle(ui)
+    assert len(events) <= 12, events
+    n = len(ui["calls"])
+    page.wait_for_timeout(QUIET_S * 1000)
+    assert ui["calls"][n:] == []  # no loop from the pin's widgets (the image is not a state value)
+
+    # a second click on the pinned face unpins it: no ring, no thumbnail
+    _click_point(page, 1, face)
+    page.get_by_text("Pinned sample", exact=False).wait_for(state="detached", timeout=WAIT_MS)
+    page.wait_for_function(_ring_drawn(False), timeout=WAIT_MS)
+    assert _rings(page) == [[], []] and page.locator("img[src^='data:image/jpeg']").count() == 0
+
+    # pinned, then a view without that face (the samples below the threshold, the face is above
+    # it): the pin goes; pinned inside that view, "Reset view" keeps it (still on the maps)
+    best = _isolated(page, 1, scatter["ids"])
+    _click_point(page, 1, best)
+    page.get_by_text("Pinned sample", exact=False).wait_for(timeout=WAIT_MS)
+    _calm(ui)
+    page.get_by_text("Show below threshold", exact=True).click()
+    page.get_by_text("in this view", exact=False).first.wait_for(timeout=WAIT_MS)
+    page.get_by_text("Pinned sample", exact=False).wait_for(state="detached", timeout=WAIT_MS)
+    assert _rings(page) == [[], []]
+    _calm(ui)
+    (below,) = [t for t in _traces(page, 1) if t["mode"] == "markers"]
+    pinned = _isolated(page, 1, below["ids"][::-1])
+    _click_point(page, 1, pinned)
+    page.get_by_text("Pinned sample", exact=False).wait_for(timeout=WAIT_MS)
+    _calm(ui)
+    page.get_by_text("Reset view", exact=True).click()
+    assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2
+    _calm(ui)
+    assert _rings(page) == [[_position(page, 1, pinned)], [_position(page, 2, pinned)]]
+
+    # another run's maps: the pin goes with the run
+    _pick_run(page, "beta")
+    page.get_by_text("Pinned sample", exact=False).wait_for(state="detached", timeout=WAIT_MS)
+    _calm(ui)
+    assert _rings(page) == [[], []]
+
+
+def test_lasso_narrows_both_maps_to_exactly_the_lassoed_faces(ui):
+    """Bug 4, lasso case: a lasso drawn with the mouse in the dense map selects those samples; the
+    view becomes them and both maps then hold exactly them (none left from the wider view)."""
+    page = ui["page"]
+    assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2
+    _calm(ui)
+    dense = page.locator(".js-plotly-plot").nth(1)
+    dense.scroll_into_view_if_needed()
+    # every point's page position; the lasso is a circle around the point nearest the map's centre,
+    # with a radius halfway between two points' distances, so no point lies on its edge
+    pts = page.evaluate(
+        """() => { const p = document.querySelectorAll('.js-plotly-plot')[1];
+               const t = p.data.find(t => t.mode === 'markers' && t.name !== 'pinned');
+               const L = p._fullLayout, r = p.querySelector('.nsewdrag').getBoundingClientRect();
+               return t.ids.map((id, k) => [id, r.left + L.xaxis.l2p(t.x[k]), r.top + L.yaxis.l2p(t.y[k])]); }""")
+    box = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    centre = min(pts, key=lambda p: (p[1] - cx) ** 2 + (p[2] - cy) ** 2)
+    dist = sorted(((p[1] - centre[1]) ** 2 + (p[2] - centre[2]) ** 2) ** 0.5 for p in pts)
+    k = next(k for k in range(3, len(dist) - 1) if dist[k + 1] - dist[k] > 6)  # a gap: a clean edge
+    radius = (dist[k] + dist[k + 1]) / 2
+    want = sorted(p[0] for p in pts if ((p[1] - centre[1]) ** 2 + (p[2] - centre[2]) ** 2) ** 0.5 < radius)
+    assert 3 < len(want) < N - UNSCORED
+    import math
+
+    ring = [(centre[1] + radius * math.cos(2 * math.pi * a / 24), centre[2] + radius * math.sin(2 * math.pi * a / 24))
+            for a in range(25)]
+    with page.expect_request(lambda r: "/operators/execute" in r.url
+                             and '"on_map_select"' in (r.post_data or "")) as sent:
+        page.mouse.move(*ring[0])
+        page.mouse.down()
+        for x, y in ring[1:]:
+            page.mouse.move(x, y, steps=3)
+        page.mouse.up()
+    lassoed = sorted(p["id"] for p in json.loads(sent.value.post_data)["params"]["data"] if p.get("id"))
+    assert lassoed == want
+    page.get_by_text("in this view", exact=False).first.wait_for(timeout=WAIT_MS)
+    assert _wait_for_map_sizes(page, len(want)) == [len(want)] * 2
+    _calm(ui)
+    for index in (1, 2):
+        (scatter,) = [t for t in _traces(page, index) if t["mode"] == "markers" and t["name"] != "pinned"]
+        assert sorted(scatter["ids"]) == want
+    assert f"{len(want)} samples scored in this view" in page.get_by_text("scored in this view").first.inner_text()
+    page.get_by_text("Reset view", exact=True).click()
+    assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fiftyone.operators as foo
+from fiftyone import ViewField as fo_F
 from fiftyone.operators.executor import ExecutionContext, Executor
 
 from test_fo_panel import P, call
@@ -76,3 +77,58 @@ def test_compute_form_proposes_a_free_run_key(known, api):
         assert run_key["default"] == "prefiqs_2" and not run_key.get("invalid")
     finally:
         ds.delete_run("prefiqs")
+
+
+@pytest.fixture(scope="module")
+def patch_run(fo, api, photos):
+    """A patch-level run ``faces_run`` on ``faces``: 6 samples × 3 faces; per sample one face errored
+    (``faces_run_error``, no quality), and one whole image failed (``faces_run_error`` on the sample,
+    its faces unscored), the way compute_prefiqs records them."""
+    ds = fo.Dataset()
+    rng = np.random.default_rng(5)
+    samples, quality = [], []
+    for i in range(6):
+        dets = []
+        for k in range(3):
+            det = fo.Detection(label="face", bounding_box=[0.1 + 0.25 * k, 0.2, 0.2, 0.3])
+            if i == 5:
+                pass  # the failed image: no face of it is scored
+            elif k == 0:
+                det["faces_run_error"] = "alignment failed"
+            else:
+                q = round(float(rng.uniform(0.6, 0.8)), 4)
+                det["faces_run_quality"], det["faces_run_drift"] = q, round(1 - q, 4)
+                quality.append(q)
+            dets.append(det)
+        sample = fo.Sample(filepath=photos[i % len(photos)], faces=fo.Detections(detections=dets))
+        if i == 5:
+            sample["faces_run_error"] = "image unreadable"
+        samples.append(sample)
+    ds.add_samples(samples)
+    api.runs.record_run(ds, "faces_run", dict(backbone="dlib_resnet29", sparsity=[0.3], patches_field="faces"))
+    api.runs.update_results(ds, "faces_run", summary=api.runs.summary_stats(quality, [1 - q for q in quality], 6))
+    yield ds, quality
+    ds.delete()
+
+
+def test_patch_run_errored_faces_never_below(patch_run):
+    """Bug 3 for a patch-level run: the errored faces (no quality) and the faces of a failed image are
+    counted apart, and never counted, shown or tagged as "below" (MongoDB sorts a missing value
+    before every number, so a bare ``quality < t`` matched them)."""
+    ds, quality = patch_run
+    first = call(ds, "on_load", state=dict(run_key="faces_run"))
+    t = max(quality) + 0.01  # above every scored face: "below" must be exactly the scored ones
+    state = dict(call(ds, "on_change_threshold", state=dict(first.state), value=t).state)
+    assert state["below"] == len(quality) == 10
+    assert state["info"]["errors"] == 5 + 1  # five faces, one image
+    below = call(ds, "show_below_threshold", state=state).set_view(ds)
+    assert below._is_patches and len(below) == 10
+    assert sorted(below.values("faces.faces_run_quality")) == sorted(quality)
+    assert below.count("faces.faces_run_error") == 0
+    # the histogram counts the scored faces only
+    assert first.state["info"]["num"] == 10
+    # tagging tags the scored faces below, never an errored one
+    call(ds, "tag_below_threshold", state=dict(state, tag="lowq"))
+    tagged = ds.filter_labels("faces", fo_F("tags").contains("lowq"))
+    assert tagged.count("faces.detections") == 10
+    assert tagged.count("faces.detections.faces_run_error") == 0
