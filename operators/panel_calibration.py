@@ -157,6 +157,16 @@ def rate_text(r: float) -> str:
     return f"{pct:.0f} %" if pct >= 10 else f"{pct:.1f} %" if pct >= 1 else f"{pct:.2f} %"
 
 
+def percentile_phrase(pct: float) -> str:
+    """Where a quality lies among the reference faces: "the 4.7th reference percentile", or beyond
+    them all (a "0th percentile" would read as a position it is not: the quality may be far below)."""
+    if pct <= 0:
+        return "below every reference face"
+    if pct >= 100:
+        return "above every reference face"
+    return f"the {ordinal(round(pct, 1))} reference percentile"
+
+
 def fmr_text(fmr: float) -> str:
     """``1e-3`` rather than ``0.001`` or ``1e-03``."""
     mantissa, exp = f"{float(fmr):.0e}".split("e")
@@ -178,10 +188,10 @@ def below_text(below: int, num: int, unit: str, where: str, cal: dict) -> str:
                 f"(quality < {q:.4f}) — {expected}")
     if cal["mode"] == "fnmr":
         return (f"{count} with expected FNMR > {cal['value']:g} % at FMR {fmr} {where} "
-                f"(quality < {q:.4f}, the {ordinal(round(cal['pct'], 1))} reference percentile)")
+                f"(quality < {q:.4f}, {percentile_phrase(cal['pct'])})")
     # raw quality: the count reads as without a table ("12 faces below 0.9512"), the share after it
-    return (f"**{count_text(below, unit)}** below {q:.4f} {where} {share}: the {ordinal(round(cal['pct'], 1))} "
-            f"reference percentile — {expected}")
+    where_ref = percentile_phrase(cal["pct"])
+    return f"**{count_text(below, unit)}** below {q:.4f} {where} {share}: {where_ref} — {expected}"
 
 
 def shown_reading(state, threshold):

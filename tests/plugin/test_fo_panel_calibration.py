@@ -124,6 +124,10 @@ def test_reading_and_text(pc, table):
     raw = pc.below_text(1, 100, "samples", "in this view", pc.reading(table, "cal", q))
     assert raw.startswith(f"**1 sample** below {q:.4f} in this view (1.0 %): the 5th reference percentile")
     assert pc.reading(None, "cal", q) is None
+    # beyond the reference faces: said so, not "the 0th percentile"
+    low = pc.below_text(1, 10, "faces", "in the dataset", pc.reading(table, "cal", table.quantiles[0] - 0.01))
+    assert "(10.0 %): below every reference face — expected FNMR ≥" in low and "0th" not in low
+    assert pc.percentile_phrase(100) == "above every reference face"
 
 
 def test_curve_and_axes(pc, table):
@@ -151,7 +155,7 @@ def test_curve_and_axes(pc, table):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_panel_shows_the_calibrated_histogram(known, table):
+def test_panel_shows_the_calibrated_histogram(known, table, pc):
     ds = known
     loaded = call(ds, "on_load", state=dict(run_key="cal"))
     s = loaded.state
@@ -164,8 +168,8 @@ def test_panel_shows_the_calibrated_histogram(known, table):
     t = s["below_at"]
     text = str(loaded.props()["below_count"])
     pct = float(table.percentile(t))
-    assert f"** below {t:.4f} in the dataset ({100 * s['below'] / N:.1f} %): the" in text
-    assert f"{round(pct, 1):g}" in text and "expected FNMR ≥" in text
+    assert f"** below {t:.4f} in the dataset ({100 * s['below'] / N:.1f} %): {pc.percentile_phrase(pct)} —" in text
+    assert "expected FNMR ≥" in text
 
 
 def test_threshold_by_percentile_counts_and_tags_as_the_sdk(known, api, table):
