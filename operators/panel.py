@@ -7,6 +7,10 @@ coloured by quality; lasso or click selects the faces in the grid; a switch draw
 the selected faces as segments dense → pruned); the error-versus-discard curve of an evaluation
 run when one exists.
 
+A run scored with a calibration table also reads through it (``panel_calibration``): a
+reference-percentile axis and the expected-FNMR curve on the histogram, a threshold given as a
+reference percentile or an expected FNMR, and a count that says what it means.
+
 State vs data: ``ctx.panel.state`` round-trips with every event, so it only holds small values
 (run key, threshold, counts, flags). Plot arrays go to ``ctx.panel.data`` (write-only). Every
 number comes from a database aggregation (``bounds``, ``histogram_values``, ``count``) or a

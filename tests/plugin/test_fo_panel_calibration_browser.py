@@ -56,7 +56,7 @@ def test_threshold_by_percentile_tags_what_the_sdk_tags(ui, api):
     page, ds, out = ui["page"], ui["ds"], ui["out"]
     try:
         # the run's table is read: the histogram carries the expected-FNMR curve and the percentile axis
-        page.get_by_text("reference percentile —", exact=False).first.wait_for(timeout=WAIT_MS)
+        page.get_by_text("expected FNMR ≥", exact=False).first.wait_for(timeout=WAIT_MS)
         curve = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
         assert "expected FNMR" in curve
         page.get_by_text("Give the threshold as").locator("xpath=following::*[@role='combobox'][1]").click()
