@@ -264,3 +264,42 @@ def test_without_a_table_the_panel_says_why(known):
     t = loaded.state["below_at"]
     assert f"** below {t:.4f} in the dataset" in str(props["below_count"])
     assert not math.isnan(t)
+
+
+def test_patch_level_run_tags_the_faces_the_sdk_tags(fo, api, photos, table):
+    """Face patches (two faces per image): the panel's percentile tags the same face labels."""
+    from fiftyone import ViewField as F
+
+    rng = np.random.default_rng(9)
+    lo, hi = table.quantiles[0], table.quantiles[100]
+    ds = fo.Dataset()
+    try:
+        ds.add_samples([fo.Sample(filepath=photos[i % len(photos)]) for i in range(40)])
+        faces = [fo.Detections(detections=[fo.Detection(label="face", bounding_box=[0.1 + 0.4 * k, 0.1, 0.3, 0.3],
+                                                        pcal_quality=float(rng.uniform(lo, hi)))
+                                           for k in range(2)]) for _ in range(len(ds))]
+        ds.set_values("faces", faces)
+        ds.add_dynamic_sample_fields()
+        ds.add_sample_field("faces.detections.pcal_error", fo.StringField)
+        ds.add_sample_field("pcal_error", fo.StringField)
+        q = ds.values("faces.detections.pcal_quality", unwind=True)
+        api.runs.record_run(ds, "pcal", dict(backbone="sface", sparsity=[0.5], patches_field="faces",
+                                             calibration=table.to_dict(), calibration_absent=None))
+        api.runs.update_results(ds, "pcal", summary=api.runs.summary_stats(q, q, 0))
+        s = dict(call(ds, "on_load", state=dict(run_key="pcal")).state)
+        s = dict(call(ds, "on_change_threshold_mode", state=dict(s, threshold_mode="percentile"),
+                      value="percentile").state)
+        typed = call(ds, "on_type_threshold_cal", state=s, value=40)
+        want = sum(float(table.percentile(v)) < 40 for v in q)
+        assert typed.state["below"] == want and 0 < want < len(q)
+        assert f"**{want} faces** ({100 * want / len(q):.1f} %) below the 40th" in str(typed.props()["below_count"])
+        call(ds, "tag_below_threshold", state=dict(typed.state, tag="panel_faces"))
+        info = api.tagging.tag_low_quality(ds, run_key="pcal", percentile=40, tag="sdk_faces", save_view=False)
+
+        def tagged(tag):
+            return sorted(ds.filter_labels("faces", F("tags").contains(tag)).values("faces.detections.id",
+                                                                                   unwind=True))
+        assert info["label_tags"] and info["num_tagged"] == want
+        assert tagged("panel_faces") == tagged("sdk_faces") and len(tagged("sdk_faces")) == want
+    finally:
+        ds.delete()
