@@ -387,10 +387,10 @@ class Reference:
         was drawn, as in :func:`prefiqs_core.evaluation.lfw.people_bootstrap`). Each replicate sets
         its own FMR threshold from its own impostor pairs: the threshold is an estimate too, and it
         moves every band together."""
+        from .evaluation.lfw import people_counts
+
         ps = self.pairs
-        rng = np.random.default_rng(seed)
-        draws = rng.integers(0, ps.n_people, (reps, ps.n_people))
-        counts = np.stack([np.bincount(d, minlength=ps.n_people) for d in draws]).astype(np.float64)
+        counts = people_counts(ps.n_people, reps, seed).astype(np.float64)
         # only the highest impostor scores can hold a replicate's threshold: keep 5x the share
         k = min(len(ps.impostor), int(5 * self.fmr * len(ps.impostor)) + 200)
         cut = np.partition(ps.impostor, len(ps.impostor) - k)[len(ps.impostor) - k]

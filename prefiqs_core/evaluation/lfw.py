@@ -301,10 +301,15 @@ def weighted_pauc(quality: np.ndarray, errors: np.ndarray, weights: np.ndarray, 
     return area, y[:, 0]
 
 
+def people_counts(n_people: int, reps: int = 1000, seed: int = 0) -> np.ndarray:
+    """``(reps, n_people)``: how often each person is drawn when each replicate draws ``n_people``
+    people with replacement."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_people, (reps, n_people))
+    return np.stack([np.bincount(d, minlength=n_people) for d in draws])
+
+
 def people_bootstrap(person: np.ndarray, n_people: int, reps: int = 1000, seed: int = 0) -> np.ndarray:
     """``(reps, P)`` pair weights: each replicate draws ``n_people`` people with replacement and
     weights every genuine pair by how often its person was drawn."""
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_people, (reps, n_people))
-    counts = np.stack([np.bincount(d, minlength=n_people) for d in draws])
-    return counts[:, person].astype(np.float64)
+    return people_counts(n_people, reps, seed)[:, person].astype(np.float64)
