@@ -37,7 +37,7 @@ DEFAULT_TAG = "low_quality"
 DATA_KEYS = ("histogram", "maps", "edc")
 # state the panel computes (never a widget's value): kept on the server between events
 COMPUTED = ("runs", "shown_run", "below_at", "below", "info", "view_key", "hover_choices", "has_maps",
-            "map_ranges", "own_ranges", "drift_note", "hover_drawn", "num_edc", "last_tagging",
+            "map_ranges", "own_ranges", "drift_note", "map_note", "hover_drawn", "num_edc", "last_tagging",
             "maps_seq", "edc_seq", "show_drift", "own_axes", "pinned")
 MEMORY_STORE, MEMORY_TTL_S = "prefiqs_panel", 7 * 24 * 3600
 
@@ -360,10 +360,13 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         view = scope.view if ctx.has_custom_view else ctx.dataset
         maps = panel_plots.load_maps(ctx.dataset, scope.fields, view)
         if maps is None:
-            ctx.panel.set_state(dict(has_maps=False, drift_note=None))
+            ctx.panel.set_state(dict(has_maps=False, drift_note=None, map_note=None))
             return
         dense, pruned = maps["dense"], maps["pruned"]
         ids_d = panel_plots.map_ids(dense, scope.patch_run)
+        note = self._thin_maps(ctx, scope, dense, ids_d)
+        if note:
+            ids_d = panel_plots.map_ids(dense, scope.patch_run)
         pts_d = dense.current_points
         pts_p, ids_p = panel_plots.points_for(pruned, ids_d, scope.patch_run)
         inner = panel_queries.Scope(scope.fields, dense.view)
@@ -375,7 +378,7 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         traces = dict(dense=[panel_plots.scatter_trace("dense", pts_d, ids_d, hover, cmin, cmax, False, field)],
                       pruned=[panel_plots.scatter_trace("pruned", pts_p, ids_p, rows_p, cmin, cmax, True, field)])
         self._pinned_in_view(ctx, scope, ids_d)
-        note = None
+        map_note, note = note, None
         if state.show_drift:
             chosen, picked = self._selected_ids(ctx, scope, ids_d)
             q_by_id = {i: h["q"] for i, h in by_id.items()}
@@ -391,7 +394,7 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
             else:
                 note = f"Select {scope.unit} (lasso in a map, or in the grid) to draw their drift"
         ranges = panel_plots.full_ranges(maps)
-        ctx.panel.set_state(dict(has_maps=True, map_ranges=ranges, drift_note=note,
+        ctx.panel.set_state(dict(has_maps=True, map_ranges=ranges, drift_note=note, map_note=map_note,
                                  hover_drawn=state.hover_field or "",
                                  own_ranges=dict(dense=panel_plots.own_range(pts_d),
                                                  pruned=panel_plots.own_range(pts_p))))
@@ -400,6 +403,24 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         seq = (state.maps_seq or 0) + 1
         ctx.panel.set_state(dict(maps_seq=seq))
         ctx.panel.set_data(f"maps{seq}", traces)
+
+    def _thin_maps(self, ctx, scope, dense, ids):
+        """Above ``MAX_MAP_POINTS`` faces, restrict ``dense`` to the worst faces, the pinned and
+        selected ones and a seeded sample of the rest; returns what the panel says about it."""
+        if len(ids) <= panel_plots.MAX_MAP_POINTS:
+            return None
+        pinned = (ctx.panel.state.pinned or {}).get("id")
+        must = self._selected_ids(ctx, scope, [])[0] + ([pinned] if pinned else [])
+        worst = panel_plots.worst_ids(scope, panel_plots.MAP_WORST)
+        keep = panel_plots.thin(ids, worst, must=must)
+        if scope.patch_run and not scope.in_patches:
+            narrow = scope.view.select_labels(ids=keep, fields=scope.fields.patches_field)
+        else:
+            narrow = scope.view.select(keep)
+        dense.use_view(narrow, allow_missing=True)
+        return (f"The maps show {len(keep):,} of the {len(ids):,} {scope.unit} in view: the "
+                f"{panel_plots.MAP_WORST:,} worst and a random sample of the rest. Narrow the view "
+                f"(a histogram bar, \"Show below threshold\") to map every face of it.")
 
     def _pinned_in_view(self, ctx, scope, view_ids):
         """The pin, while its face is on the maps; unpinned once the view leaves it out (the maps

@@ -142,6 +142,8 @@ def build(p, ctx):
                  name="tagged")
 
     if state.has_maps:
+        if state.map_note:
+            panel.md(state.map_note, name="map_note")
         maps = panel.h_stack(f"maps{state.maps_seq or 0}", gap=1, componentsProps=TWO_COLUMNS)
         shared = not state.own_axes
         own = state.own_ranges or {}

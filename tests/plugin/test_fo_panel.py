@@ -421,3 +421,74 @@ def test_pin_of_a_face_shows_the_chosen_label_field_of_its_sample(scored):
         assert max(thumb.size) == 128
     finally:
         ds.delete_sample_field("who")
+
+
+@pytest.fixture
+def small_cap(plugin, monkeypatch):
+    """A map cap of 6 faces (3 of them the worst), so the 10 real faces exceed it."""
+    import importlib
+
+    plots = importlib.import_module(f"{plugin.__name__}.operators.panel_plots")
+    monkeypatch.setattr(plots, "MAX_MAP_POINTS", 6)
+    monkeypatch.setattr(plots, "MAP_WORST", 3)
+    return plots
+
+
+def test_maps_above_the_cap_show_the_worst_the_pinned_and_a_sample(scored, small_cap):
+    ds = scored
+    faces = _faces(ds)
+    worst3 = sorted(faces, key=faces.get)[:3]
+    best = max(faces, key=faces.get)
+    first, state = _loaded(ds)
+    dense, pruned = first.maps["dense"][0], first.maps["pruned"][0]
+    assert len(dense["ids"]) == 6 and sorted(dense["ids"]) == sorted(pruned["ids"])
+    assert set(worst3) <= set(dense["ids"]) and set(dense["ids"]) <= set(faces)
+    assert "6 of the 10 faces in view" in state["map_note"] and "map_note" in first.props()
+    # the histogram and the count still cover every face
+    assert sum(first.data["histogram"][0]["y"]) == 10 and state["info"]["num"] == 10
+    # the same sample on every refresh (seeded), so the maps do not reshuffle under the user
+    assert call(ds, "on_load", state=state).maps["dense"][0]["ids"] == dense["ids"]
+
+    # a pinned face stays on the maps even when the sample would leave it out
+    pinned = call(ds, "on_map_click", state=state, id=best).state
+    again = call(ds, "on_load", state=dict(pinned))
+    assert best in again.maps["dense"][0]["ids"] and again.state["pinned"]["id"] == best
+    assert len(again.maps["dense"][0]["ids"]) == 6
+
+    # inside the worst-first patches view (one row per face) the same rule holds
+    worst = call(ds, "show_worst_first", state=state).set_view(ds)
+    inside = call(ds, "on_change_view", state=state, view=worst)
+    ids = inside.maps["dense"][0]["ids"]
+    assert len(ids) == 6 and set(worst3) <= set(ids)
+
+    # a view within the cap is mapped whole, with no note
+    few = ds.select_labels(ids=list(faces)[:5], fields="faces")
+    narrowed = call(ds, "on_change_view", state=state, view=few)
+    assert sorted(narrowed.maps["dense"][0]["ids"]) == sorted(list(faces)[:5])
+    assert not narrowed.state["map_note"] and "map_note" not in narrowed.props()
+
+
+def test_sample_level_maps_above_the_cap(scored, plugin, monkeypatch):
+    import importlib
+
+    import fiftyone.brain as fob
+
+    plots = importlib.import_module(f"{plugin.__name__}.operators.panel_plots")
+    monkeypatch.setattr(plots, "MAX_MAP_POINTS", 2)
+    monkeypatch.setattr(plots, "MAP_WORST", 1)
+    ds = scored
+    ids, q = ds.values(["id", "whole_quality"])
+    rng = np.random.default_rng(0)
+    keys = [f"whole_{w}_umap" for w in ("dense", "pruned")]
+    for k in keys:
+        fob.compute_visualization(ds, method="manual", brain_key=k,
+                                  points={i: rng.normal(size=2) for i in ids})
+    try:
+        first, state = _loaded(ds, run_key="whole")
+        shown = first.maps["dense"][0]["ids"]
+        worst = min((v, i) for i, v in zip(ids, q) if v is not None)[1]
+        assert len(shown) == 2 and worst in shown and sorted(first.maps["pruned"][0]["ids"]) == sorted(shown)
+        assert "2 of the 4 samples in view" in state["map_note"]
+    finally:
+        for k in keys:
+            ds.delete_brain_run(k)
