@@ -100,6 +100,8 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         # widget changes, which used to undo the panel's updates (a switched run reverted, a count
         # shown for another threshold). The server's copy wins over what an event brings.
         memory, panel_id = ctx.store(MEMORY_STORE), ctx.params.get("panel_id") or "panel"
+        # the run the App showed when it sent this event, before the server's copy replaces it
+        ctx.prefiqs_app_run = ctx.panel_state.get("run_key")
         ctx.panel_state.update(memory.get(panel_id) or {})
         requests = ctx.executor._requests if ctx.executor is not None else None
         first = len(requests) if requests is not None else 0
@@ -180,6 +182,13 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
             return
         state = ctx.panel.state
         if state.below_at is not None and abs(value - float(state.below_at)) < 5e-5:
+            return
+        # Leaving the typed box (a click on the run picker) re-sends its value; that event can
+        # reach the server after the run switch it came before, and put the old run's threshold on
+        # the new run (above all of its faces). A value sent for another run than the one shown is
+        # not applied.
+        sent_for = getattr(ctx, "prefiqs_app_run", None)
+        if sent_for and state.shown_run and sent_for != state.shown_run:
             return
         scope = self._scope(ctx)
         if scope is None:

@@ -347,6 +347,22 @@ def test_run_picker_switches_run_and_resets_threshold(scored):
     assert not [o for o in again.ops("patch_panel_state") if "threshold" in o["state"]]  # changes nothing
 
 
+def test_a_threshold_sent_for_the_run_shown_before_a_switch_is_not_applied(scored):
+    """The typed box re-sends its value when the user leaves it (the click on the run picker); when
+    that event reaches the server after the switch, it carries the App's state from before it."""
+    ds = scored
+    _, state = _loaded(ds)
+    switched = dict(call(ds, "on_change_run", state=state, value="whole").state)
+    t = switched["threshold"]
+    assert switched["shown_run"] == "whole"
+    late = call(ds, "on_type_threshold", state=dict(state, run_key="prefiqs"), value=0.99)
+    assert late.state["below_at"] == t
+    assert not any("threshold" in p.get("state", {}) for p in late.ops("patch_panel_state"))
+    # the same value typed on the run now shown is applied
+    typed = call(ds, "on_type_threshold", state=dict(switched), value=0.99)
+    assert typed.state["below_at"] == 0.99 and typed.state["below"] == 4
+
+
 def test_edc_from_an_evaluation_run(scored):
     """The hook for ``evaluate_face_quality``: a run whose config says it is a PreFIQs evaluation.
 
