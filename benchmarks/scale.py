@@ -258,8 +258,98 @@ def panel(args) -> str:
     out = [f"\n**panel (server side): {n:,} samples, 2 sample-level runs with maps; dataset built in "
            f"{t_build:.0f} s**\n", "| event | time (s) | sent to the App (MB) |", "|---|---:|---:|"]
     out += [f"| {label} | {dt:.2f} | {size / 1e6:.1f} |" for label, dt, size in rows]
-    ds.delete()
+    if args.browser:
+        ds.persistent = True  # the App server, another process, opens it
+        try:
+            seen = panel_in_browser(ds, Path(tmp))
+        finally:
+            ds.delete()
+        out += [f"\n**panel in the App (Chromium, 1600x1000): {n:,} samples, until the page shows the "
+                f"result**\n", "| event | time (s) |", "|---|---:|"]
+        out += [f"| {label} | {dt} |" for label, dt in seen]
+    else:
+        ds.delete()
     return "\n".join(out)
+
+
+def panel_in_browser(ds, tmp: Path) -> list[tuple[str, str]]:
+    """The panel in the real App and Chromium on ``ds`` (the ``--panel`` dataset): open it, move
+    the threshold (typed), switch runs and back, each timed until the page shows the result (the
+    count text, the maps' new points); then how many events an idle panel sends in 10 s."""
+    import fiftyone.core.odm.database as fodb
+    from playwright.sync_api import sync_playwright
+
+    from tools.app_ui import open_dataset, open_face_quality_panel
+    from tools.fo_processes import CHROMIUM_ARGS, AppServer, find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        raise SystemExit("--browser needs Chromium (apt-get install chromium) and the playwright package")
+    host, port = fodb.get_db_client().address
+    server = AppServer(ds.name, tmp / "app.log", env=dict(FIFTYONE_DATABASE_URI=f"mongodb://{host}:{port}"),
+                       start_timeout=180)
+    calls, rows = [], []
+    shot = ROOT / "out" / "panel_browser_timeout.png"
+    shot.parent.mkdir(exist_ok=True)
+
+    def record(request):
+        if request.method == "POST" and "/operators/execute" in request.url and "__method__" in (
+                request.post_data or ""):
+            calls.append(time.time())
+
+    def dense_map(page):
+        """A short signature of the dense map's points (the first ids and colours), or None."""
+        return page.evaluate("""() => {
+            const p = Array.from(document.querySelectorAll('.js-plotly-plot'))[1];
+            const t = p && p.data && p.data.find(t => t.mode === 'markers');
+            return t ? JSON.stringify([t.ids.length, t.ids.slice(0, 5), t.marker.color.slice(0, 5)]) : null;
+        }""")
+
+    def until(page, what, check, limit_s=300):
+        t0 = time.perf_counter()
+        while not check():
+            if time.perf_counter() - t0 > limit_s:
+                rows.append((what, f"> {limit_s} (the page then: {shot})"))
+                page.screenshot(path=str(shot))
+                return
+            page.wait_for_timeout(100)
+        rows.append((what, f"{time.perf_counter() - t0:.1f}"))
+
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(300_000)
+            page.on("request", record)
+            open_dataset(page, f"{server.url}/datasets/{ds.name}")
+            t0 = time.perf_counter()
+            open_face_quality_panel(page, timeout_ms=300_000)
+            until(page, "open the panel: maps drawn", lambda: dense_map(page) is not None)
+            rows[-1] = (rows[-1][0], f"{time.perf_counter() - t0:.1f}")
+            box = page.get_by_text("Type a threshold").locator("xpath=following::input[1]")
+            q = [x for x in ds.values("syn_a_quality") if x is not None]
+            for v in (0.75, 0.72):
+                box.fill(f"{v}")
+                box.press("Enter")
+                said = f"{sum(x < v for x in q)} samples below {v:.4f}"
+                until(page, f"type the threshold {v}", lambda: page.get_by_text(said, exact=False).count() > 0)
+            for key in ("syn_b", "syn_a"):
+                before = dense_map(page)
+                t0 = time.perf_counter()
+                page.get_by_text("PreFIQs run").locator("xpath=following::*[@role='combobox'][1]").click()
+                page.get_by_role("option", name=key, exact=True).click()
+                until(page, f"switch to run {key}: maps redrawn",
+                      lambda: page.get_by_text(f"{key}: sample-level", exact=False).count() > 0
+                      and dense_map(page) not in (None, before))
+                rows[-1] = (rows[-1][0], f"{time.perf_counter() - t0:.1f}")
+            page.wait_for_timeout(5000)
+            n0 = len(calls)
+            page.wait_for_timeout(10_000)
+            rows.append(("events sent by the idle panel in 10 s", str(len(calls) - n0)))
+            browser.close()
+    finally:
+        server.stop()
+    return rows
 
 
 def main(argv=None):
@@ -274,6 +364,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--files", type=int, default=256, help="--plugin: distinct chip files shared by the samples")
     ap.add_argument("--umap", action="store_true", help="--plugin: also time the joint UMAP")
+    ap.add_argument("--browser", action="store_true",
+                    help="--panel: also time the panel in the App, in Chromium (needs chromium and playwright)")
     ap.add_argument("--backbone", default="dlib_resnet29")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
