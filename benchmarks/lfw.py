@@ -32,17 +32,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prefiqs_core.backbones import load_backbone  # noqa: E402
-from prefiqs_core.evaluation.baselines import EmbeddingNorm, available_methods  # noqa: E402
+from prefiqs_core.evaluation.baselines import EmbeddingNorm, JVPSensitivity, available_methods  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation import edc, pauc  # noqa: E402
 from prefiqs_core.evaluation.lfw import (FaceSet, PairSet, impostor_qualities, people_bootstrap,  # noqa: E402
                               people_halves, threshold_at, weighted_pauc)
 from prefiqs_core.pruning import format_prune, parse_prune, prune_tail  # noqa: E402
+from prefiqs_core.scoring import quality_from_drift  # noqa: E402
+from prefiqs_core.sensitivity import tail_jvp  # noqa: E402
 from prefiqs_core.trunk import run_stages, stage_macs, stages_of, start_index  # noqa: E402
 
 DEFAULT_DIR = ROOT.parent / "shared" / "data" / "lfw_dev"
 FMRS = (1e-3, 1e-4)
 BASELINES = ("random", "sharpness", "face_size", "embedding_norm", "serfiq", "grafiqs")
+# also available: "jvp" (JVPSensitivity, the first-order drift of the backbone's default pruning; here
+# through the pruned tail only, from the cached dense activation)
 
 
 @dataclass
@@ -139,6 +143,17 @@ class LFWBench:
             out.append(np.linalg.norm(self.dense[i:i + len(p)] - p, axis=1))
         return np.concatenate(out)
 
+    def jvp_drift(self, spec) -> np.ndarray:
+        """‖J n·Δθ‖ of every face (JVPSensitivity's norm), the JVP through the pruned tail only."""
+        k, f = tail_jvp(self.bb.net, spec)
+        acts = self.activations(k)
+        out = []
+        for i in range(0, len(self.chips), self.batch):
+            # forward-mode AD does not run in inference mode: a plain copy of the cached activation
+            h = self.bb.prepare(self.chips[i:i + self.batch]) if acts is None else acts[i:i + self.batch].clone()
+            out.append(f(h).double().numpy())
+        return np.concatenate(out)
+
     def cost(self, specs) -> float:
         total = sum(self.macs)
         return 1.0 + sum(sum(self.macs[start_index(self.stages, s.start):]) / total for s in specs)
@@ -146,6 +161,8 @@ class LFWBench:
     def baseline(self, method) -> np.ndarray:
         if isinstance(method, EmbeddingNorm):  # the same number the method computes, from the dense pass
             return self.raw_norm
+        if isinstance(method, JVPSensitivity):  # the same number, the trunk shared with the pruned tails
+            return quality_from_drift(np.mean([self.jvp_drift(s) for s in method.specs], axis=0))
         sizes = self.faces.detections["boxes"]
         sizes = np.minimum(sizes[:, 2] - sizes[:, 0], sizes[:, 3] - sizes[:, 1])
         out = [method.score(self.chips[i:i + self.batch], sizes[i:i + self.batch])

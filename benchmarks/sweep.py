@@ -16,6 +16,7 @@ faces vs non-faces of scikit-image's lfw_subset.
 
     python benchmarks/sweep.py [--backbone dlib_resnet29] [--lfw DIR] [--out out/sweep]
     python benchmarks/sweep.py --no-lfw            # the proxy only (no LFW folder at hand)
+    python benchmarks/sweep.py --no-proxy          # LFW only (the proxy costs a forward of 564 chips per copy)
 """
 from __future__ import annotations
 
@@ -179,12 +180,16 @@ def main(argv=None):
     ap.add_argument("--checkpoint")
     ap.add_argument("--lfw", default=str(DEFAULT_DIR), help="identity folder (default: %(default)s)")
     ap.add_argument("--no-lfw", action="store_true", help="the synthetic proxy columns only")
+    ap.add_argument("--no-proxy", action="store_true", help="leave out the proxy columns (each pruned copy "
+                    "costs a forward of the 564 proxy chips: minutes per copy for SFace on a small CPU)")
     ap.add_argument("--grid", action="append", help="spec strings to sweep instead of the backbone's grid")
     ap.add_argument("--grid-file", help="a file of spec strings, one per line ('#' comments), e.g. "
                     "benchmarks/grids/dlib_resnet29_late.txt")
     ap.add_argument("--baselines", default=",".join(BASELINES))
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--out", default="out/sweep")
+    ap.add_argument("--cache", default="out/lfw/cache", help="where the LFW chips and dense embeddings "
+                    "are cached (default: %(default)s; benchmarks/lfw.py uses <its --out>/cache)")
     args = ap.parse_args(argv)
     if args.grid_file:
         lines = Path(args.grid_file).read_text().splitlines()
@@ -199,11 +204,20 @@ def main(argv=None):
         grid = [default_now] + list(grid)
     settings = {format_prune(parse_prune(g)): parse_prune(g) for g in grid}
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    proxy = Bench(bb)
-    log(f"{bb.name}: proxy set of {proxy.n_faces} real chips (incl. mirrors) x 13 variants + lfw_subset")
+    if args.no_proxy and (args.no_lfw or not Path(args.lfw).is_dir()):
+        raise SystemExit(f"error: --no-proxy and no LFW folder ({'--no-lfw' if args.no_lfw else args.lfw}): "
+                         "nothing to compute")
+    proxy = None if args.no_proxy else Bench(bb)
+    if proxy is not None:
+        log(f"{bb.name}: proxy set of {proxy.n_faces} real chips (incl. mirrors) x 13 variants + lfw_subset")
+
+    proxy_drifts: dict = {}  # per pruned copy: ensembles (e.g. of random seeds) share their members
 
     def proxy_cols(specs):
-        r = evaluate([proxy.drifts(s) for s in specs], proxy.n_faces // 2)
+        for s in specs:
+            if s not in proxy_drifts:
+                proxy_drifts[s] = proxy.drifts(s)
+        r = evaluate([proxy_drifts[s] for s in specs], proxy.n_faces // 2)
         return dict(order=r["order"], auroc=r["auroc"])
 
     if args.no_lfw or not Path(args.lfw).is_dir():
@@ -215,7 +229,7 @@ def main(argv=None):
             lines.append(f"| {label} | {c['order']:.3f} | {c['auroc']:.3f} |")
         print("\n".join(lines))
         return
-    bench = LFWBench(args.lfw, bb, Path("out/lfw/cache"), reps=args.reps, log=log)
+    bench = LFWBench(args.lfw, bb, Path(args.cache), reps=args.reps, log=log)
     names = [n for n in args.baselines.split(",") if n]
     baselines = available_methods(bb, [n for n in names if n != "face_size"])
     if "face_size" in names:
@@ -223,7 +237,7 @@ def main(argv=None):
     rows = run(bench, settings, baselines, full=True)
     for r in rows:
         r["A_boot"] = bench.nauc(r["quality"], "A", boot=True)[1]
-        if r["kind"] == "prefiqs":
+        if r["kind"] == "prefiqs" and proxy is not None:
             r |= proxy_cols(settings[r["label"]])
     pick, why = choose(rows)
     lines = [f"| setting ({bb.name}) | cost (dense fwd) | A: nAUC20 (95 % CI) | **B: nAUC20** (95 % CI) | "

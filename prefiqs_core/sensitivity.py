@@ -29,6 +29,23 @@ def jvp_norm(dense: nn.Module, pruned: nn.Module, x: torch.Tensor) -> torch.Tens
     return tangent.norm(dim=1)
 
 
+def tail_jvp(net: nn.Module, spec):
+    """``jvp_norm`` for the pruning ``spec`` through the pruned part of ``net`` only.
+
+    Δθ is zero before ``spec.start``, so the tangent is zero up to there and the JVP can start from
+    the dense activation entering that stage (the trunk runs once, without forward-mode AD). Returns
+    ``(k, f)``: ``k`` the index of the first pruned stage in :func:`prefiqs_core.trunk.stages_of`
+    ``(net)``, and ``f(h)`` = ‖J_θ n·Δθ‖ per row of ``h``, the dense activation entering stage ``k``
+    (the prepared batch when ``k`` is 0). Equals ``jvp_norm(net, prune_copy(net, spec)[0], x)``.
+    """
+    from .pruning import prune_tail
+    from .trunk import stages_of
+
+    k, pruned, _ = prune_tail(net, spec)
+    dense = nn.Sequential(*(stage for _, stage in stages_of(net)[k:]))  # the same parameter names
+    return k, lambda h: jvp_norm(dense, pruned, h)
+
+
 @torch.no_grad()
 def drift_along(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, t: float = 1.0) -> torch.Tensor:
     """Empirical drift of the normalised embedding at θ + t·Δθ (t = 1 is the pruned network)."""

@@ -10,7 +10,8 @@ from prefiqs_core import assets
 from prefiqs_core.evaluation.degrade import degrade
 from prefiqs_core.pruning import PruneSpec, prune_copy
 from prefiqs_core.scoring import PreFIQs, quality_from_drift
-from prefiqs_core.sensitivity import drift_along, jvp_norm
+from prefiqs_core.sensitivity import drift_along, jvp_norm, tail_jvp
+from prefiqs_core.trunk import run_stages, stages_of, start_index
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,21 @@ def test_jvp_first_order_claim(dlib_backbone, real_chips):
     j = jvp_norm(dlib_backbone.net, pruned, x)
     r = (drift_along(dlib_backbone.net, pruned, x, t=0.01) / (0.01 * j)).numpy()
     assert np.abs(r - 1).max() < 0.02
+
+
+def test_tail_jvp_equals_the_whole_network_jvp(dlib_backbone, real_chips):
+    """Starting the JVP at the dense activation where pruning starts changes nothing (Δθ is zero
+    before it), for a late split point and for whole-network pruning."""
+    net = dlib_backbone.net
+    x = dlib_backbone.prepare(real_chips[:4])
+    for spec in (PruneSpec("global_l1", 0.7, start="blocks.12"), PruneSpec("layerwise_l1", 0.1)):
+        whole = jvp_norm(net, prune_copy(net, spec)[0], x)
+        k, f = tail_jvp(net, spec)
+        assert k == start_index(stages_of(net), spec.start) and (k > 0) == bool(spec.start)
+        with torch.no_grad():
+            h = run_stages(stages_of(net), x, 0, k) if k else x
+        assert torch.allclose(f(h), whole, rtol=1e-4, atol=1e-6), (spec, f(h), whole)
+        assert whole.min() > 0
 
 
 def test_ensemble_averages_per_copy_drifts(dlib_backbone, real_chips):
