@@ -90,6 +90,24 @@ def odd_images(photos):
     return dict(corrupt=str(corrupt), noface=str(noface))
 
 
+@pytest.fixture(scope="session")
+def app_server(fo, tmp_path_factory):
+    """One FiftyOne App server on this session's database for every browser test: each test opens
+    its own dataset by URL. Starting the App costs tens of seconds on 2 cores; once is enough.
+    Yields ``dict(server=AppServer, chromium=path)``; at the end no App process may survive."""
+    from browser_support import db_uri, require_browser
+    from tools.fo_processes import AppServer
+
+    chromium = require_browser()
+    out = tmp_path_factory.mktemp("app_server")
+    server = AppServer(None, out / "app.log", env=dict(FIFTYONE_DATABASE_URI=db_uri()), start_timeout=120)
+    try:
+        yield dict(server=server, chromium=chromium)
+    finally:
+        survivors = server.stop()
+    assert not survivors, f"App processes left running: {[(p.pid, p.cmdline()) for p in survivors]}"
+
+
 _counter = [0]
 
 
@@ -109,6 +127,22 @@ def make_dataset(fo):
     for ds in made:
         if not ds.deleted:
             ds.delete()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test leaves a screenshot of its page (``page`` in its module's ``ui``
+    fixture) in $PREFIQS_FAILSHOTS (default: the fixture's tmp dir), named after the test."""
+    outcome = yield
+    rep = outcome.get_result()
+    ui = item.funcargs.get("ui") if rep.when == "call" and rep.failed else None
+    if isinstance(ui, dict) and ui.get("page") is not None:
+        where = Path(os.environ.get("PREFIQS_FAILSHOTS") or ui.get("out") or _TMP)
+        where.mkdir(parents=True, exist_ok=True)
+        try:
+            ui["page"].screenshot(path=str(where / f"{item.name}.png"))
+        except Exception:  # a closed page: the failure itself says more
+            pass
 
 
 def pytest_configure(config):
