@@ -5,7 +5,7 @@ from __future__ import annotations
 from .pruning import PruneSpec
 
 # The backbone a plain call uses, and the fast one. On the LFW development people SFace both ranks
-# faces better (held-out nAUC20 0.64 vs 0.85) and recognises far better (FNMR 0.9 % vs 8.2 % at FMR
+# faces better (held-out nAUC20 0.55 vs 0.85) and recognises far better (FNMR 0.9 % vs 8.2 % at FMR
 # 1e-3); dlib's ResNet-29 costs about half of SFace's MACs per face (README, "Which backbone").
 DEFAULT_BACKBONE = "sface"
 FAST_BACKBONE = "dlib_resnet29"
@@ -13,8 +13,10 @@ FAST_BACKBONE = "dlib_resnet29"
 DEFAULTS = {
     # LFW-dev half A nAUC20 0.826 (best: layerwise_l1@0.1 at 2 forwards, 0.817); held-out half B 0.846
     "dlib_resnet29": [PruneSpec("global_l1", 0.7, start="blocks.12")],
-    # LFW-dev half A nAUC20 0.571 (the best swept); held-out half B 0.638
-    "sface": [PruneSpec("global_l1", 0.5, start="conv_14_dw_conv2d")],
+    # LFW-dev half A nAUC20 0.538 (the best swept, 1.09 forwards): 30 % random pruning of the
+    # embedding layer, the drift averaged over 8 seeds; held-out half B 0.554 (was 0.638 with
+    # global_l1@0.5+from:conv_14_dw_conv2d, A 0.571)
+    "sface": [PruneSpec("random", 0.3, seed=s, start="pre_fc1") for s in range(8)],
 }
 FALLBACK = [PruneSpec("global_l1", 0.3)]
 

@@ -286,8 +286,12 @@ def test_shipped_dlib_table_is_what_its_command_makes_and_holds_on_half_b(tmp_pa
                           timeout=3600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = Calibration.load(tmp_path / "again.json")
-    assert again.quantiles == ship.quantiles
-    assert [b.__dict__ for b in again.bands] == [b.__dict__ for b in ship.bands]
+    # the same up to float32 noise (embeddings from another batch size or thread count differ in the
+    # 8th digit); the pair and failure counts of every band exactly
+    assert again.quantiles == pytest.approx(ship.quantiles, rel=1e-6, abs=1e-7)
+    assert [(b.pairs, b.errors) for b in again.bands] == [(b.pairs, b.errors) for b in ship.bands]
+    for a, b in zip(again.bands, ship.bands):
+        assert a.__dict__ == pytest.approx(b.__dict__, rel=1e-5, abs=1e-6)
     # held-out half: B's measured FNMR per band against A's stated interval
     from prefiqs_core.backbones import load_backbone
     from prefiqs_core.calibration import reference_scores
