@@ -97,24 +97,16 @@ def fiftyone_env(uri: str, dbpath: Path, home: Path, plugins_dir: Path) -> None:
 
 class AppServer:
     """``fiftyone app launch --remote`` on a free port, in a session of its own; every process it
-    spawns is tracked so that :meth:`stop` can end them all (never the caller's own group).
-    With no ``dataset`` only the App's server runs, with no session, and any dataset is one URL
-    away (``{url}/datasets/{name}``), so one server can serve many tests."""
+    spawns is tracked so that :meth:`stop` can end them all (never the caller's own group)."""
 
-    def __init__(self, dataset: str | None, logfile: Path, env: dict | None = None, start_timeout: float = 120.0):
+    def __init__(self, dataset: str, logfile: Path, env: dict | None = None, start_timeout: float = 120.0):
         self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logfile = open(logfile, "w")
         cli = Path(sys.executable).with_name("fiftyone")
-        if dataset:
-            args = [str(cli), "app", "launch", dataset, "--remote", "--port", str(self.port), "--address",
-                    "127.0.0.1", "--wait", "-1"]
-        else:
-            # the App's server alone, with no session: a session would send every page back to the
-            # session's dataset (none), whatever the URL says
-            args = [sys.executable, "-m", "fiftyone.server.main", "--port", str(self.port), "--address", "127.0.0.1"]
         self.proc = subprocess.Popen(
-            args,
+            [str(cli), "app", "launch", dataset, "--remote", "--port", str(self.port), "--address", "127.0.0.1",
+             "--wait", "-1"],
             stdout=self.logfile, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})),
             start_new_session=True)
         self.known = {}  # pid -> psutil.Process (its create time guards against PID reuse)

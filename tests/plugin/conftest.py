@@ -90,24 +90,6 @@ def odd_images(photos):
     return dict(corrupt=str(corrupt), noface=str(noface))
 
 
-@pytest.fixture(scope="session")
-def app_server(fo, tmp_path_factory):
-    """One FiftyOne App server on this session's database for every browser test: each test opens
-    its own dataset by URL. Starting the App costs tens of seconds on 2 cores; once is enough.
-    Yields ``dict(server=AppServer, chromium=path)``; at the end no App process may survive."""
-    from browser_support import db_uri, require_browser
-    from tools.fo_processes import AppServer
-
-    chromium = require_browser()
-    out = tmp_path_factory.mktemp("app_server")
-    server = AppServer(None, out / "app.log", env=dict(FIFTYONE_DATABASE_URI=db_uri()), start_timeout=120)
-    try:
-        yield dict(server=server, chromium=chromium)
-    finally:
-        survivors = server.stop()
-    assert not survivors, f"App processes left running: {[(p.pid, p.cmdline()) for p in survivors]}"
-
-
 _counter = [0]
 
 

@@ -1,7 +1,7 @@
 """End to end in a real browser: the FiftyOne App with the Face Quality panel, in headless Chromium.
 
-The test opens, in the session's App server (``fiftyone app launch --remote`` on a free localhost
-port, the ``app_server`` fixture), a small dataset of real photos already scored (patch-level run + its UMAP maps), drives Debian's Chromium
+The test starts the App (``fiftyone app launch --remote``) on a free localhost port over a small
+dataset of real photos already scored (patch-level run + its UMAP maps), drives Debian's Chromium
 through Playwright and checks what a user sees:
 
 1.  the panel opens from the "+" new-panel menu and draws the histogram and both scatters
@@ -24,24 +24,64 @@ import pytest
 import fiftyone.operators as foo
 
 from tools.app_ui import fill_compute_form
-from browser_support import fresh_dataset
-from tools.fo_processes import CHROMIUM_ARGS
+from tools.fo_processes import CHROMIUM_ARGS, AppServer, find_chromium
 
 P = "@prefiqs/prefiqs/"
+APP_START_S = 90
 COMPUTE_S = 240
 
 
+def _require_browser():
+    """Chromium and Playwright, or a loud skip (a failure under CI=true)."""
+    missing = []
+    chromium = find_chromium()
+    if chromium is None:
+        missing.append("no Chromium executable (apt-get install chromium, or set PREFIQS_CHROMIUM)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package is not installed (pip install playwright; no `playwright install`)")
+    if missing:
+        msg = "*** APP BROWSER TEST NOT RUN: " + "; ".join(missing) + " ***"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return chromium
+
+
+def _fresh_dataset(fo, name):
+    """An empty persistent dataset ``name`` (another process, the App, opens it), replacing a
+    leftover of an earlier, interrupted run."""
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    return fo.Dataset(name, persistent=True)
+
+
+def _db_uri():
+    """The MongoDB this test process uses, so that the App server reads the very same database
+    (fiftyone's shared db service would otherwise attach it to whichever one it finds first)."""
+    import fiftyone.core.odm.database as fodb
+
+    host, port = fodb.get_db_client().address
+    return f"mongodb://{host}:{port}"
+
+
 @pytest.fixture(scope="module")
-def app(fo, photos, app_server, tmp_path_factory):
-    ds = fresh_dataset(fo, f"prefiqs-browser-{os.getpid()}")
+def app(fo, photos, tmp_path_factory):
+    chromium = _require_browser()
+    ds = _fresh_dataset(fo, f"prefiqs-browser-{os.getpid()}")
+    name = ds.name
     ds.add_samples([fo.Sample(filepath=p) for p in photos])
     foo.get_operator(P + "compute_prefiqs")(ds, patches_field="faces", detect=True)
     foo.get_operator(P + "compute_prefiqs_visualization")(ds, run_key="prefiqs", seed=3)
     out = tmp_path_factory.mktemp("app_screenshots")
+    server = AppServer(name, out / "app.log", env=dict(FIFTYONE_DATABASE_URI=_db_uri()), start_timeout=APP_START_S)
     try:
-        yield dict(ds=ds, server=app_server["server"], chromium=app_server["chromium"], out=out)
+        yield dict(ds=ds, server=server, chromium=chromium, out=out)
     finally:
+        survivors = server.stop()
         ds.delete()
+    assert not survivors, f"App processes left running: {[(p.pid, p.cmdline()) for p in survivors]}"
 
 
 def _shot(page, out, name):

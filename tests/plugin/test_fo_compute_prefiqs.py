@@ -29,10 +29,12 @@ def test_sample_level_detect_writes_fields_and_error_rows(make_dataset, photos, 
     assert info.config.method == "prefiqs"
     cfg = info.config
     assert cfg.backbone == api.scoring.DEFAULT_BACKBONE == "sface" and len(cfg.checkpoint_sha256) == 64
-    default = api.scoring.default_pruning("sface")[0]  # the engine's, whatever it is today
-    assert cfg.pruning_method == default.method and cfg.sparsity == [default.sparsity]
-    assert cfg.pruning[0] == default.as_dict()
-    assert 0 < cfg.achieved_sparsity[0] <= 1
+    default = api.scoring.default_pruning("sface")  # the engine's, whatever it is today
+    # one method for one copy; "ensemble" for several (each copy's spec is in ``pruning``)
+    method = default[0].method if len(default) == 1 else "ensemble"
+    assert cfg.pruning_method == method and cfg.sparsity == [c.sparsity for c in default]
+    assert cfg.pruning == [c.as_dict() for c in default]
+    assert len(cfg.achieved_sparsity) == len(default) and all(0 < a <= 1 for a in cfg.achieved_sparsity)
     assert cfg.input == "detect" and "prefiqs_quality" in cfg.fields and cfg.plugin_version
     summary = ds.load_run_results("prefiqs").summary
     assert summary["num_scored"] == 4 and summary["num_errors"] == 2 and summary["num_samples"] == 6

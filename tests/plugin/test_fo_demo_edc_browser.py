@@ -12,20 +12,36 @@ import os
 import pytest
 
 from tools.app_ui import edc_plot, open_dataset, open_face_quality_panel
-from tools.fo_processes import CHROMIUM_ARGS
+from tools.fo_processes import CHROMIUM_ARGS, app_on_this_database, find_chromium
 
 MODULE = "fiftyone.plugins.orgs.prefiqs.prefiqs"
 ORL_PEOPLE = 3
 
 
+def _chromium():
+    chromium = find_chromium()
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        chromium = None
+    if chromium is None:
+        msg = "*** DEMO EDC BROWSER TEST NOT RUN: needs Chromium (apt-get install chromium) and playwright ***"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return chromium
+
+
 @pytest.fixture(scope="module")
-def demo_app(fo, plugin, photos, app_server, tmp_path_factory):
+def demo_app(fo, plugin, photos, tmp_path_factory):
+    chromium = _chromium()
     demo = importlib.import_module(f"{MODULE}.operators.demo_dataset")
     name = f"prefiqs-demo-edc-{os.getpid()}"
     out = tmp_path_factory.mktemp("demo_edc")
     ds = demo.build_demo_dataset(name, chips_dir=out / "chips", photos=photos[1:], orl_people=ORL_PEOPLE)
     try:
-        yield dict(ds=ds, server=app_server["server"], chromium=app_server["chromium"], out=out)
+        with app_on_this_database(name, out / "app.log", start_timeout=90) as server:
+            yield dict(ds=ds, server=server, chromium=chromium, out=out)
     finally:
         ds.delete()
 

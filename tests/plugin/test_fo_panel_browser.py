@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from tools.app_ui import open_face_quality_panel
-from tools.fo_processes import CHROMIUM_ARGS
+from tools.fo_processes import CHROMIUM_ARGS, AppServer
+from test_fo_app_browser import _db_uri, _require_browser
 
 N, UNSCORED = 60, 8
 RANGES = {"alpha": (0.70, 0.85), "beta": (0.59, 0.72)}
@@ -44,11 +45,11 @@ def _write_run(ds, api, fob, key, lo, hi, rng):
 
 
 @pytest.fixture(scope="module")
-def ui(fo, api, photos, app_server, tmp_path_factory):
+def ui(fo, api, photos, tmp_path_factory):
     import fiftyone.brain as fob
     from playwright.sync_api import sync_playwright
 
-    chromium, server = app_server["chromium"], app_server["server"]
+    chromium = _require_browser()
     name = f"prefiqs-panel-browser-{os.getpid()}"
     if fo.dataset_exists(name):
         fo.delete_dataset(name)
@@ -59,6 +60,7 @@ def ui(fo, api, photos, app_server, tmp_path_factory):
     for key, (lo, hi) in RANGES.items():
         _write_run(ds, api, fob, key, lo, hi, rng)
     out = tmp_path_factory.mktemp("panel_browser")
+    server = AppServer(name, out / "app.log", env=dict(FIFTYONE_DATABASE_URI=_db_uri()), start_timeout=90)
     calls = []
 
     def record(request):
@@ -87,7 +89,9 @@ def ui(fo, api, photos, app_server, tmp_path_factory):
             yield dict(ds=ds, page=page, calls=calls, out=out)
             browser.close()
     finally:
+        survivors = server.stop()
         ds.delete()
+    assert not survivors, f"App processes left running: {[(p.pid, p.cmdline()) for p in survivors]}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -193,7 +197,7 @@ def test_run_switch_starts_from_that_runs_default_threshold(ui):
 def test_run_switch_after_a_typed_threshold_starts_from_that_runs_default(ui):
     """Bug 2 after typing: a threshold typed in the box (Enter), then a run switch. Leaving the box
     (the click on the run picker) re-sends the typed value; on 6,000 samples it reached the server
-    after the switch and put alpha's 0.80 on beta, above all its faces ("5940 samples below")."""
+    after the switch and put alpha's threshold on beta, above all its faces ("5940 samples below")."""
     page, ds = ui["page"], ui["ds"]
     _pick_run(page, "alpha")
     _calm(ui)

@@ -11,8 +11,8 @@ import re
 import pytest
 
 from tools.app_ui import open_dataset, open_face_quality_panel
-from browser_support import fresh_dataset
-from tools.fo_processes import CHROMIUM_ARGS
+from tools.fo_processes import CHROMIUM_ARGS, AppServer
+from test_fo_app_browser import _db_uri, _fresh_dataset, _require_browser
 from test_fo_panel_calibration import write_calibrated_run
 
 N = 60
@@ -21,17 +21,18 @@ WAIT_MS = 90_000  # for the App to show a panel update (seconds on a loaded 2-co
 
 
 @pytest.fixture(scope="module")
-def ui(fo, api, photos, app_server, tmp_path_factory):
+def ui(fo, api, photos, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
     from prefiqs_core.calibration import shipped
 
-    chromium, server = app_server["chromium"], app_server["server"]
-    ds = fresh_dataset(fo, f"prefiqs-panel-calibration-{os.getpid()}")
+    chromium = _require_browser()
+    ds = _fresh_dataset(fo, f"prefiqs-panel-calibration-{os.getpid()}")
     name = ds.name
     ds.add_samples([fo.Sample(filepath=photos[i % len(photos)]) for i in range(N)])
     write_calibrated_run(ds, api, shipped("sface"), seed=11)
     out = tmp_path_factory.mktemp("panel_calibration_browser")
+    server = AppServer(name, out / "app.log", env=dict(FIFTYONE_DATABASE_URI=_db_uri()), start_timeout=90)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -46,7 +47,9 @@ def ui(fo, api, photos, app_server, tmp_path_factory):
             yield dict(ds=ds, page=page, out=out)
             browser.close()
     finally:
+        survivors = server.stop()
         ds.delete()
+    assert not survivors, f"App processes left running: {[(p.pid, p.cmdline()) for p in survivors]}"
 
 
 def test_threshold_by_percentile_tags_what_the_sdk_tags(ui, api):
