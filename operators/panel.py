@@ -373,8 +373,8 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
             return
         dense, pruned = maps["dense"], maps["pruned"]
         ids_d = panel_plots.map_ids(dense, scope.patch_run)
-        note = self._thin_maps(ctx, scope, dense, ids_d)
-        if note:
+        map_note = self._thin_maps(ctx, scope, dense, ids_d)
+        if map_note:
             ids_d = panel_plots.map_ids(dense, scope.patch_run)
         pts_d = dense.current_points
         pts_p, ids_p = panel_plots.points_for(pruned, ids_d, scope.patch_run)
@@ -387,7 +387,7 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         traces = dict(dense=[panel_plots.scatter_trace("dense", pts_d, ids_d, hover, cmin, cmax, False, field)],
                       pruned=[panel_plots.scatter_trace("pruned", pts_p, ids_p, rows_p, cmin, cmax, True, field)])
         self._pinned_in_view(ctx, scope, ids_d)
-        map_note, note = note, None
+        note = None
         if state.show_drift:
             chosen, picked = self._selected_ids(ctx, scope, ids_d)
             q_by_id = {i: h["q"] for i, h in by_id.items()}
