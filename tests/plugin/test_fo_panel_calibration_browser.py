@@ -57,6 +57,10 @@ def test_threshold_by_percentile_tags_what_the_sdk_tags(ui, api):
     try:
         # the run's table is read: the histogram carries the expected-FNMR curve and the percentile axis
         page.get_by_text("expected FNMR ≥", exact=False).first.wait_for(timeout=WAIT_MS)
+        # the text above the histogram can be drawn before Plotly has drawn the plot itself
+        page.wait_for_function(
+            "() => { const p = document.querySelector('.js-plotly-plot'); return p && Array.isArray(p.data); }",
+            timeout=WAIT_MS)
         curve = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
         assert "expected FNMR" in curve
         page.get_by_text("Give the threshold as").locator("xpath=following::*[@role='combobox'][1]").click()
