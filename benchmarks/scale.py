@@ -326,14 +326,18 @@ def panel_in_browser(ds, tmp: Path) -> list[tuple[str, str]]:
             open_face_quality_panel(page, timeout_ms=300_000)
             until(page, "open the panel: maps drawn", lambda: dense_map(page) is not None)
             rows[-1] = (rows[-1][0], f"{time.perf_counter() - t0:.1f}")
+            # the panel opens on the newest run; the thresholds typed lie inside that run's range
+            shown = next(k for k in ("syn_b", "syn_a") if page.get_by_text(f"{k}: sample-level", exact=False).count())
+            other = "syn_a" if shown == "syn_b" else "syn_b"
             box = page.get_by_text("Type a threshold").locator("xpath=following::input[1]")
-            q = [x for x in ds.values("syn_a_quality") if x is not None]
-            for v in (0.75, 0.72):
+            q = np.array([x for x in ds.values(f"{shown}_quality") if x is not None])
+            for v in np.round(np.quantile(q, [0.3, 0.1]), 2):
                 box.fill(f"{v}")
                 box.press("Enter")
-                said = f"{sum(x < v for x in q)} samples below {v:.4f}"
-                until(page, f"type the threshold {v}", lambda: page.get_by_text(said, exact=False).count() > 0)
-            for key in ("syn_b", "syn_a"):
+                said = f"{int((q < v).sum())} samples below {v:.4f}"
+                until(page, f"type the threshold {v} ({shown})",
+                      lambda: page.get_by_text(said, exact=False).count() > 0)
+            for key in (other, shown):
                 before = dense_map(page)
                 t0 = time.perf_counter()
                 page.get_by_text("PreFIQs run").locator("xpath=following::*[@role='combobox'][1]").click()
