@@ -1,0 +1,91 @@
+"""Does the embedding norm add to PreFIQs? Combinations of the default's drift and the raw
+embedding norm, scored like the sweep on LFW-dev halves A and B (nAUC20, fixed threshold, FMR 1e-3,
+people-level bootstrap 95 % intervals).
+
+    python benchmarks/combine_norm.py ../shared/data/lfw_dev --backbone sface [--cache out/lfw/cache]
+
+Each combination ranks faces by both signals: the sum of their ranks (plain, or one weighted ×2),
+the sum of z-scores (of quality, or of log drift and log norm), the lower of the two ranks, the
+ratio norm / drift and the product norm × quality. The drift is the backbone's default pruning,
+computed once and kept in the cache (``drift_<backbone>_<weights>_<spec hash>.npy``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from lfw import DEFAULT_DIR, LFWBench  # noqa: E402
+from prefiqs_core.backbones import load_backbone  # noqa: E402
+from prefiqs_core.defaults import default_pruning  # noqa: E402
+from prefiqs_core.pruning import format_prune  # noqa: E402
+
+
+def _rank(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+    return rankdata(x) / len(x)
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / x.std()
+
+
+def combinations(drift: np.ndarray, norm: np.ndarray) -> dict[str, np.ndarray]:
+    """Qualities (higher = better) from the drift and the raw norm, by name."""
+    q = 1 - drift / 2
+    return {
+        "PreFIQs (the default)": q,
+        "embedding norm": norm,
+        "rank sum": _rank(q) + _rank(norm),
+        "rank sum, PreFIQs ×2": 2 * _rank(q) + _rank(norm),
+        "rank sum, norm ×2": _rank(q) + 2 * _rank(norm),
+        "lower rank": np.minimum(_rank(q), _rank(norm)),
+        "z sum": _z(q) + _z(norm),
+        "z sum of logs": _z(np.log(norm)) - _z(np.log(np.maximum(drift, 1e-12))),
+        "norm / drift": norm / np.maximum(drift, 1e-12),
+        "norm × quality": norm * q,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR), help="identity folder (default: %(default)s)")
+    ap.add_argument("--backbone", default="sface")
+    ap.add_argument("--cache", default="out/lfw/cache", help="the LFW benchmark's cache (default: %(default)s)")
+    ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
+    args = ap.parse_args(argv)
+    if not Path(args.folder).is_dir():
+        raise SystemExit(f"error: identity folder {args.folder} not found (give the LFW development folder's path)")
+    bb = load_backbone(args.backbone)
+    bench = LFWBench(Path(args.folder), bb, Path(args.cache), reps=args.reps,
+                     log=lambda m: print(m, file=sys.stderr, flush=True))
+    specs = default_pruning(bb.name)
+    label = format_prune(specs)
+    saved = bench.faces.cache / (f"drift_{bb.name}_{bb.source_sha256[:12]}_"
+                                 f"{hashlib.sha1(label.encode()).hexdigest()[:12]}.npy")
+    if saved.exists() and len(np.load(saved)) == len(bench.chips):
+        drift = np.load(saved)
+    else:
+        drift = np.mean([bench.drift(s) for s in specs], axis=0)
+        np.save(saved, drift)
+    print(f"{bb.name}, default {label}; Spearman correlation of drift-quality and norm: "
+          f"{np.corrcoef(_rank(1 - drift), _rank(bench.raw_norm))[0, 1]:.2f}")
+    print("| quality | A: nAUC20 (95 % CI) | B: nAUC20 (95 % CI) |\n|---|---|---|")
+    for name, q in combinations(drift, bench.raw_norm).items():
+        cells = []
+        for half in ("A", "B"):
+            v, reps = bench.nauc(q, half, boot=True)
+            lo, hi = np.nanpercentile(reps, [2.5, 97.5])
+            cells.append(f"{v:.3f} ({lo:.3f}–{hi:.3f})")
+        print(f"| {name} | {cells[0]} | {cells[1]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

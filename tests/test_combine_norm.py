@@ -1,0 +1,36 @@
+"""benchmarks/combine_norm.py: each combination of the drift and the embedding norm ranks faces as
+its name says (higher = better), checked on small hand-made cases."""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from combine_norm import combinations  # noqa: E402
+
+
+def test_with_a_constant_norm_every_combination_orders_faces_as_prefiqs():
+    rng = np.random.default_rng(0)
+    drift = rng.uniform(0.01, 0.5, 50)
+    order = np.argsort(-(1 - drift / 2))
+    for name, q in combinations(drift, np.full(50, 3.0)).items():
+        # the norm alone tells nothing here; a constant's z-score is undefined; the lower of two ranks
+        # caps every face at the norm's (tied) rank
+        if name in ("embedding norm", "lower rank") or name.startswith("z sum"):
+            continue
+        assert np.array_equal(np.argsort(-q, kind="stable"), order), name
+
+
+def test_the_combinations_follow_both_signals():
+    # face 0: small drift, large norm (best on both); face 2: large drift, small norm (worst on both);
+    # face 1: between on both
+    drift, norm = np.array([0.05, 0.2, 0.6]), np.array([30.0, 20.0, 5.0])
+    for name, q in combinations(drift, norm).items():
+        assert q[0] > q[1] > q[2], name
+
+
+def test_lower_rank_is_the_worse_of_the_two_ranks():
+    drift, norm = np.array([0.1, 0.2, 0.3, 0.4]), np.array([1.0, 4.0, 3.0, 2.0])
+    q = combinations(drift, norm)["lower rank"]
+    # ranks of quality (1 - drift/2): 4, 3, 2, 1 (/4); of norm: 1, 4, 3, 2 (/4)
+    assert np.allclose(q, np.array([1, 3, 2, 1]) / 4)
