@@ -26,6 +26,7 @@ from lfw import DEFAULT_DIR, LFWBench  # noqa: E402
 from prefiqs_core.backbones import load_backbone  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.pruning import format_prune  # noqa: E402
+from prefiqs_core.scoring import quality_from_drift  # noqa: E402
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
@@ -39,7 +40,7 @@ def _z(x: np.ndarray) -> np.ndarray:
 
 def combinations(drift: np.ndarray, norm: np.ndarray) -> dict[str, np.ndarray]:
     """Qualities (higher = better) from the drift and the raw norm, by name."""
-    q = 1 - drift / 2
+    q = quality_from_drift(drift)
     return {
         "PreFIQs (the default)": q,
         "embedding norm": norm,
@@ -70,13 +71,12 @@ def main(argv=None):
     label = format_prune(specs)
     saved = bench.faces.cache / (f"drift_{bb.name}_{bb.source_sha256[:12]}_"
                                  f"{hashlib.sha1(label.encode()).hexdigest()[:12]}.npy")
-    if saved.exists() and len(np.load(saved)) == len(bench.chips):
-        drift = np.load(saved)
-    else:
+    drift = np.load(saved) if saved.exists() else None
+    if drift is None or len(drift) != len(bench.chips):
         drift = np.mean([bench.drift(s) for s in specs], axis=0)
         np.save(saved, drift)
     print(f"{bb.name}, default {label}; Spearman correlation of drift-quality and norm: "
-          f"{np.corrcoef(_rank(1 - drift), _rank(bench.raw_norm))[0, 1]:.2f}")
+          f"{np.corrcoef(_rank(-drift), _rank(bench.raw_norm))[0, 1]:.2f}")
     print("| quality | A: nAUC20 (95 % CI) | B: nAUC20 (95 % CI) |\n|---|---|---|")
     for name, q in combinations(drift, bench.raw_norm).items():
         cells = []

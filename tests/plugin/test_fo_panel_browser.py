@@ -474,32 +474,29 @@ def test_threshold_by_percentile_tags_what_the_sdk_tags(ui, api):
     as the SDK's ``tag_low_quality(..., percentile=p)``."""
     page, ds, out = ui["page"], ui["ds"], ui["out"]
     _pick_run(page, "cal")
-    try:
-        # the run's table is read: the histogram carries the expected-FNMR curve and the percentile axis
-        page.get_by_text("expected FNMR ≥", exact=False).first.wait_for(timeout=WAIT_MS)
-        # the text above the histogram can be drawn before Plotly has drawn the plot itself
-        page.wait_for_function(
-            "() => { const p = document.querySelector('.js-plotly-plot'); return p && Array.isArray(p.data); }",
-            timeout=WAIT_MS)
-        curve = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
-        assert "expected FNMR" in curve
-        page.get_by_text("Give the threshold as").locator("xpath=following::*[@role='combobox'][1]").click()
-        page.get_by_role("option", name="reference percentile", exact=True).click()
-        box = page.get_by_text("Reference percentile (0–100)", exact=False).first.locator("xpath=following::input[1]")
-        box.wait_for(timeout=WAIT_MS)
-        box.fill(str(PERCENTILE))
-        box.press("Enter")
-        said = page.get_by_text(f"below the {PERCENTILE}th reference percentile", exact=False).first
-        said.wait_for(timeout=WAIT_MS)
-        text = said.inner_text()
-        count = int(re.match(r"(\d+) samples? \(", text).group(1))
-        page.get_by_text("Tag below threshold", exact=True).click()
-        page.get_by_text(f"Last tagging: {count} sample", exact=False).first.wait_for(timeout=WAIT_MS)
-        page.screenshot(path=str(out / "panel_percentile_tagged.png"))
-        page.locator(".js-plotly-plot").first.screenshot(path=str(out / "histogram_calibrated.png"))
-    except Exception:
-        page.screenshot(path=str(out / "panel_percentile_failed.png"))
-        raise
+    # (a failure leaves a screenshot of the page: the hook in conftest.py)
+    # the run's table is read: the histogram carries the expected-FNMR curve and the percentile axis
+    page.get_by_text("expected FNMR ≥", exact=False).first.wait_for(timeout=WAIT_MS)
+    # the text above the histogram can be drawn before Plotly has drawn the plot itself
+    page.wait_for_function(
+        "() => { const p = document.querySelector('.js-plotly-plot'); return p && Array.isArray(p.data); }",
+        timeout=WAIT_MS)
+    curve = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
+    assert "expected FNMR" in curve
+    page.get_by_text("Give the threshold as").locator("xpath=following::*[@role='combobox'][1]").click()
+    page.get_by_role("option", name="reference percentile", exact=True).click()
+    box = page.get_by_text("Reference percentile (0–100)", exact=False).first.locator("xpath=following::input[1]")
+    box.wait_for(timeout=WAIT_MS)
+    box.fill(str(PERCENTILE))
+    box.press("Enter")
+    said = page.get_by_text(f"below the {PERCENTILE}th reference percentile", exact=False).first
+    said.wait_for(timeout=WAIT_MS)
+    text = said.inner_text()
+    count = int(re.match(r"(\d+) samples? \(", text).group(1))
+    page.get_by_text("Tag below threshold", exact=True).click()
+    page.get_by_text(f"Last tagging: {count} sample", exact=False).first.wait_for(timeout=WAIT_MS)
+    page.screenshot(path=str(out / "panel_percentile_tagged.png"))
+    page.locator(".js-plotly-plot").first.screenshot(path=str(out / "histogram_calibrated.png"))
     # the App's process rewrote the run's results (the tagging record): this process re-reads the dataset
     ds.reload()
     by_panel = sorted(ds.match_tags("low_quality").values("id"))
