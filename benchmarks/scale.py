@@ -22,6 +22,7 @@ import atexit
 import csv
 import os
 import shutil
+import re
 import sys
 import tempfile
 import time
@@ -292,10 +293,18 @@ def panel_in_browser(ds, tmp: Path) -> list[tuple[str, str]]:
     shot = ROOT / "out" / "panel_browser_timeout.png"
     shot.parent.mkdir(exist_ok=True)
 
+    debug, mark = os.environ.get("PREFIQS_BENCH_DEBUG"), [time.time()]
+
     def record(request):
         if request.method == "POST" and "/operators/execute" in request.url and "__method__" in (
                 request.post_data or ""):
             calls.append(time.time())
+        if debug:  # the page's requests in time, to see what a step waits for
+            body = request.post_data or ""
+            what = re.search(r'"__method__": ?"(\w+)"|(query|mutation) (\w+)', body) if request.method == "POST" else None
+            name = (what.group(1) or what.group(3)) if what else ""
+            print(f"{time.time() - mark[0]:8.2f} {request.method} {request.url.split('/', 3)[-1][:40]} {name} "
+                  f"({len(body) / 1e3:.0f} kB)", file=sys.stderr)
 
     def dense_map(page):
         """A short signature of the dense map's points (the first ids and colours), or None."""
@@ -338,6 +347,9 @@ def panel_in_browser(ds, tmp: Path) -> list[tuple[str, str]]:
                 until(page, f"type the threshold {v} ({shown})",
                       lambda: page.get_by_text(said, exact=False).count() > 0)
             for key in (other, shown):
+                mark[0] = time.time()
+                if debug:
+                    print(f"switch to {key}", file=sys.stderr)
                 before = dense_map(page)
                 t0 = time.perf_counter()
                 page.get_by_text("PreFIQs run").locator("xpath=following::*[@role='combobox'][1]").click()

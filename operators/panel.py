@@ -11,10 +11,15 @@ A run scored with a calibration table also reads through it (``panel_calibration
 reference-percentile axis and the expected-FNMR curve on the histogram, a threshold given as a
 reference percentile or an expected FNMR, and a count that says what it means.
 
-State vs data: ``ctx.panel.state`` round-trips with every event, so it only holds small values
-(run key, threshold, counts, flags). Plot arrays go to ``ctx.panel.data`` (write-only). Every
-number comes from a database aggregation (``bounds``, ``histogram_values``, ``count``) or a
-``values()`` query aligned with the brain results, so the panel works on 100k faces.
+State and plots: the App holds only the widgets' values (run, threshold, tag, ...). What the
+panel computes (counts, ranges, notes) and the plots' traces stay on the server, in an execution
+store per panel, and reach the App inside the rendered layout: each plot carries its traces in its
+view (``PlotlyView(data=...)``). FiftyOne 1.22 writes every change of a panel's state, and any
+panel data the App's form copies into it, into the session's spaces, and each such write makes
+the App reload its dataset page; with the maps in the state at 100k faces every event also
+uploaded 2-4 MB. Every number comes from a database aggregation (``bounds``, ``histogram_values``,
+``count``) or a ``values()`` query aligned with the brain results, so the panel works on 100k
+faces.
 
 The panel follows the App: ``on_change_view`` recomputes everything for the new view, and the
 selection hooks redraw the drift segments.
@@ -33,23 +38,24 @@ PLUGIN = "@prefiqs/prefiqs"
 COMPUTE_URI = f"{PLUGIN}/compute_prefiqs"
 UMAP_URI = f"{PLUGIN}/compute_prefiqs_visualization"
 DEFAULT_TAG = "low_quality"
-# panel data paths (plot traces), never state
+# where earlier versions kept plot traces as panel data (the App's form copied them into the state)
 DATA_KEYS = ("histogram", "maps", "edc")
 # state the panel computes (never a widget's value): kept on the server between events
 COMPUTED = ("runs", "shown_run", "below_at", "below", "info", "view_key", "hover_choices", "has_maps",
             "map_ranges", "own_ranges", "drift_note", "map_note", "hover_drawn", "num_edc", "last_tagging",
-            "maps_seq", "edc_seq", "show_drift", "own_axes", "pinned")
+            "show_drift", "own_axes", "pinned")
 MEMORY_STORE, MEMORY_TTL_S = "prefiqs_panel", 7 * 24 * 3600
+PLOTS_SUFFIX = "/plots"  # the plots' traces, a store entry of their own: written only when redrawn
 
 COMPUTED += panel_calibration.COMPUTED  # the calibrated reading of the threshold (issue 12)
 
 
 def _is_data_key(key: str) -> bool:
-    """A panel data path (``histogram``, ``maps3``, ``edc2``), never a state entry."""
+    """A path where plot traces were once panel data (``histogram``, ``maps3``, ``edc2``)."""
     return any(key == k or (key.startswith(k) and key[len(k):].isdigit()) for k in DATA_KEYS)
 
 
-def _coalesce(requests, stale):
+def _coalesce(requests, stale, server_side=(), app_state=None, redrawn=False):
     """What one event sends to the App: at most one state patch, one data patch and one output.
 
     Each ``set_state``/``set_data`` is its own message, and the App re-renders the whole panel after
@@ -59,6 +65,12 @@ def _coalesce(requests, stale):
     run's maps stayed on screen for 20-40 s. Patches are merged in order (a later value of a key
     wins, as it would when applied one by one), and an event that changed nothing (an echo of the
     App, a view the panel already shows) sends nothing at all: its output would be the one shown.
+
+    Keys in ``server_side`` are not sent: the panel keeps them in its execution store and the
+    layout is rendered here. Nor is a value the App already holds (``app_state``, the state the
+    event came with). ``redrawn``: a plot changed (its traces travel in the output). Every change of a panel's state in the App is written into the
+    session's spaces (FiftyOne 1.22), and each such write makes the App reload its dataset page,
+    grid included: at 100k samples a run switch spent most of its 25 s in those reloads.
     """
     merged = {"patch_panel_state": {}, "patch_panel_data": {}}
     first_of, kept = {}, []
@@ -72,10 +84,16 @@ def _coalesce(requests, stale):
         else:
             kept.append(r)
     state_patch = {k: v for k, v in merged["patch_panel_state"].items() if not (k in stale and v is None)}
-    if not merged["patch_panel_data"] and not state_patch and all(
+    if not redrawn and not merged["patch_panel_data"] and not state_patch and all(
             r.operator_uri in ("show_panel_output", *merged) for r in kept):
         return []
+    app_state = app_state or {}
+    merged["patch_panel_state"] = {k: v for k, v in merged["patch_panel_state"].items()
+                                   if k not in server_side and not (k in app_state and app_state[k] == v)}
     for uri, r in first_of.items():
+        if not merged[uri]:  # only server-side state changed: the output alone shows it
+            kept.remove(r)
+            continue
         r.params["state" if uri == "patch_panel_state" else "data"] = merged[uri]
     return kept
 
@@ -102,21 +120,33 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         memory, panel_id = ctx.store(MEMORY_STORE), ctx.params.get("panel_id") or "panel"
         # the run the App showed when it sent this event, before the server's copy replaces it
         ctx.prefiqs_app_run = ctx.panel_state.get("run_key")
+        app_state = dict(ctx.panel_state)
         ctx.panel_state.update(memory.get(panel_id) or {})
         requests = ctx.executor._requests if ctx.executor is not None else None
         first = len(requests) if requests is not None else 0
-        # The form also copies the panel *data* (plot traces) into the state; the App then merges
-        # that stale copy under fresh data array by array, so old points and drift segments stayed
-        # drawn. Each event drops the copy (maps and curves are also drawn under new names).
+        # A state saved by an earlier version can still hold copies of plot traces, which would
+        # be drawn instead of the layout's own: dropped
         stale = {k: None for k, v in ctx.panel_state.items() if v is not None and _is_data_key(k)}
         if stale:
             ctx.panel.set_state(stale)
+        ctx.prefiqs_plots, ctx.prefiqs_redrawn = memory.get(panel_id + PLOTS_SUFFIX) or {}, False
         result = super().execute(ctx)
         memory.set(panel_id, {k: ctx.panel_state.get(k) for k in COMPUTED if k in ctx.panel_state},
                    ttl=MEMORY_TTL_S)
+        if ctx.prefiqs_redrawn:
+            memory.set(panel_id + PLOTS_SUFFIX, ctx.prefiqs_plots, ttl=MEMORY_TTL_S)
         if requests is not None:
-            requests[first:] = _coalesce(requests[first:], stale)
+            requests[first:] = _coalesce(requests[first:], stale, COMPUTED, app_state, ctx.prefiqs_redrawn)
         return result
+
+    @staticmethod
+    def _draw(ctx, name, traces):
+        """Set a plot's traces (``histogram``: a list; ``maps``: ``dense``/``pruned`` lists;
+        ``edc``: a list); the layout puts them in the plot's view."""
+        if not hasattr(ctx, "prefiqs_plots"):  # a handler called outside ``execute``
+            ctx.prefiqs_plots = {}
+        ctx.prefiqs_plots[name] = traces
+        ctx.prefiqs_redrawn = True
 
     def on_load(self, ctx):
         keys = panel_queries.prefiqs_runs(ctx.dataset)
@@ -350,8 +380,8 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
                              "info": info, "shown_run": key, "run_key": key,
                              "below": scope.count_below(threshold), "view_key": self._view_key(ctx),
                              "hover_choices": panel_plots.hover_fields(ctx.dataset, scope)})
-        ctx.panel.set_data("histogram", (panel_plots.histogram_trace(hist, scope.unit) if hist else [])
-                           + panel_calibration.curve_traces(cal, lo, hi))
+        self._draw(ctx, "histogram", (panel_plots.histogram_trace(hist, scope.unit) if hist else [])
+                   + panel_calibration.curve_traces(cal, lo, hi))
         self._refresh_maps(ctx, scope)
         self._refresh_edc(ctx, scope)
 
@@ -407,11 +437,7 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
                                  hover_drawn=state.hover_field or "",
                                  own_ranges=dict(dense=panel_plots.own_range(pts_d),
                                                  pruned=panel_plots.own_range(pts_p))))
-        # a new name for every drawing: the App merges a stale copy under a name it has seen before
-        # (see ``execute``), never under a new one
-        seq = (state.maps_seq or 0) + 1
-        ctx.panel.set_state(dict(maps_seq=seq))
-        ctx.panel.set_data(f"maps{seq}", traces)
+        self._draw(ctx, "maps", traces)
 
     def _thin_maps(self, ctx, scope, dense, ids):
         """Above ``MAX_MAP_POINTS`` faces, restrict ``dense`` to the worst faces, the pinned and
@@ -469,9 +495,7 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         keys = panel_edc.evaluation_runs(ctx.dataset, scope.fields.key)
         traces = panel_edc.load_curves(ctx.dataset, keys) if keys else []
         ctx.panel.state.num_edc = len(traces)
-        seq = (ctx.panel.state.edc_seq or 0) + 1
-        ctx.panel.set_state(dict(edc_seq=seq))
-        ctx.panel.set_data(f"edc{seq}", traces)
+        self._draw(ctx, "edc", traces)
 
     def _show_ids(self, ctx, ids):
         scope = self._scope(ctx)

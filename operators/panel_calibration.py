@@ -16,7 +16,7 @@ without says why in ``calibration_absent``. From the table the panel:
 Nothing here is App plumbing but the :class:`CalibratedThreshold` mixin (two event handlers), so
 the conversions and texts can be tested on their own. Only small values go to the panel state
 (``calib``: the run's axis ticks; ``below_cal``: how the shown threshold was set and what it
-means); the curve goes with the histogram's traces as panel data.
+means); the curve goes with the histogram's traces into the histogram's view.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The Face Quality panel's layout, built from panel state alone (it is rebuilt after every event).
 
-Plot *data* is not here: each plot reads its traces from ``ctx.panel.data`` at the plot's path
-(``histogram``, ``maps.dense``, ``maps.pruned``, ``edc``), written by the panel's handlers.
+Each plot carries its traces in its view, from ``ctx.prefiqs_plots`` (``histogram``, ``maps``
+with ``dense`` and ``pruned``, ``edc``): the panel's handlers draw them, the panel keeps them on the
+server between events.
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def _pinned(p, panel, pin, unit):
 def build(p, ctx):
     """``p`` is the panel instance: its methods are the event handlers."""
     state = ctx.panel.state
+    plots = getattr(ctx, "prefiqs_plots", None) or {}
     panel = types.Object()
     keys = state.runs or []
     if not keys:
@@ -109,7 +111,7 @@ def build(p, ctx):
 
     hist_layout = panel_plots.histogram_layout(threshold, unit, info.get("lo"), info.get("hi"))
     hist_layout = panel_calibration.histogram_layout(hist_layout, state.calib)  # percentile and FNMR axes
-    panel.plot("histogram", layout=hist_layout,
+    panel.plot("histogram", layout=hist_layout, data=plots.get("histogram") or [],
                on_click=p.on_histogram_click, config=dict(displayModeBar=False))
 
     lo, hi = _slider_bounds(info, threshold)
@@ -144,7 +146,8 @@ def build(p, ctx):
     if state.has_maps:
         if state.map_note:
             panel.md(state.map_note, name="map_note")
-        maps = panel.h_stack(f"maps{state.maps_seq or 0}", gap=1, componentsProps=TWO_COLUMNS)
+        maps = panel.h_stack("maps", gap=1, componentsProps=TWO_COLUMNS)
+        traces = plots.get("maps") or {}
         shared = not state.own_axes
         own = state.own_ranges or {}
         sparsity = info.get("sparsity")
@@ -155,7 +158,7 @@ def build(p, ctx):
             layout = panel_plots.scatter_layout(title, ranges)
             if ring:
                 layout["shapes"] = [panel_pin.ring_shape(ring)]
-            maps.plot(which, layout=layout, on_selected=p.on_map_select,
+            maps.plot(which, layout=layout, data=traces.get(which) or [], on_selected=p.on_map_select,
                       on_click=p.on_map_click, on_double_click=p.on_map_double_click,
                       config=dict(displaylogo=False))
         if state.pinned:
@@ -183,7 +186,7 @@ def build(p, ctx):
                   on_click=p.open_umap)
 
     if state.num_edc:
-        panel.plot(f"edc{state.edc_seq or 0}", layout=panel_edc.edc_layout())
+        panel.plot("edc", layout=panel_edc.edc_layout(), data=plots.get("edc") or [])
     else:
         panel.md("_No evaluation run for this run yet: an EDC curve appears here once an evaluation "
                  "(identity labels, `evaluate_face_quality`) has stored one._", name="no_edc")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import fiftyone.operators as foo
 from fiftyone import ViewField as F
+from panel_output import shown_plots
 
 PLUGIN = "@prefiqs/prefiqs"
 MODULE = "fiftyone.plugins.orgs.prefiqs.prefiqs"  # how FiftyOne names the loaded plugin package
@@ -238,12 +239,7 @@ def test_panel_draws_the_stored_evaluation(faces_ds, ev):
         ctx = ExecutionContext(request_params=dict(dataset_name=faces_ds.name, params=dict(
             panel_id="p1", __method__="on_load", state=state, panel_state=state)), executor=Executor())
         foo.get_operator(f"{PLUGIN}/prefiqs_panel").execute(ctx)
-        data = {}
-        for r in ctx.executor._requests:
-            if r.operator_uri == "patch_panel_data":
-                data.update(r.params["data"])
-        # the panel draws each new set of curves under a new name (edc1, edc2, ...): the newest
-        edc = data[max((k for k in data if k.startswith("edc") and k[3:].isdigit()), key=lambda k: int(k[3:]))]
+        edc = shown_plots(ctx.executor._requests)["edc"]  # the curves travel in the rendered layout
         traces = [t for t in edc if t["name"].startswith("for_panel: ")]  # other tests' runs too
         assert len(traces) == len(stored) == 2
         for trace in traces:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import fiftyone.operators as foo
 from fiftyone import ViewField as F
+from panel_output import shown_plots
 
 MODULE = "fiftyone.plugins.orgs.prefiqs.prefiqs"
 P = "@prefiqs/prefiqs/"
@@ -135,12 +136,7 @@ def test_panel_draws_the_orl_curves_on_first_open(orl_ds, orl):
         panel_id="p1", __method__="on_load", state=state, panel_state=state)), executor=Executor())
     foo.get_operator(P + "prefiqs_panel").execute(ctx)
     assert ctx.panel.state.run_key == orl.ORL_RUN and ctx.panel.state.num_edc == 3
-    data = {}
-    for r in ctx.executor._requests:
-        if r.operator_uri == "patch_panel_data":
-            data.update(r.params["data"])
-    # the panel draws each new set of curves under a new name (edc1, edc2, ...): the newest
-    data["edc"] = data[max((k for k in data if k.startswith("edc") and k[3:].isdigit()), key=lambda k: int(k[3:]))]
+    data = shown_plots(ctx.executor._requests)  # the curves travel in the rendered layout
     names = [t["name"] for t in data["edc"]]
     assert [n.split(":")[0] for n in names] == [orl.EVAL_KEY] * 3
     ev = orl.load_evaluation(orl_ds, orl.EVAL_KEY)

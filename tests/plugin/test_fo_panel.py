@@ -2,7 +2,7 @@
 
 Each call is what the App sends: ``params`` with ``panel_id``, ``__method__`` and the panel
 ``state``; the current view as serialized stages. The assertions read what the App would receive
-(``set_view`` stages, ``patch_panel_data`` traces, ``patch_panel_state``) and what the database
+(``set_view`` stages, the rendered layout with each plot's traces, ``patch_panel_state``) and what the database
 holds (tags), and compare them with brute-force numbers computed here.
 """
 import json
@@ -15,6 +15,7 @@ from bson import json_util
 import fiftyone.operators as foo
 from fiftyone import ViewField as F
 from fiftyone.operators.executor import ExecutionContext, Executor
+from panel_output import plots_of
 
 P = "@prefiqs/prefiqs/"
 PANEL = P + "prefiqs_panel"
@@ -27,16 +28,13 @@ class Call:
         self.ctx = ctx
         self.requests = [(r.operator_uri, r.params or {}) for r in ctx.executor._requests]
         self.state = ctx.panel.state._data
-        self.data = {}
-        for uri, params in self.requests:
-            if uri == "patch_panel_data":
-                self.data.update(params["data"])
+        # the traces each plot shows: they travel in the rendered layout
+        outputs = [p["output"] for u, p in self.requests if u == "show_panel_output"]
+        self.data = plots_of(outputs[-1]) if outputs else {}
 
-    def latest(self, prefix):
-        """The newest numbered data entry (``maps3``, ``edc2``) this call wrote: the panel draws
-        every new map or curve under a new name."""
-        keys = [k for k in self.data if k.startswith(prefix) and k[len(prefix):].isdigit()]
-        return self.data[max(keys, key=lambda k: int(k[len(prefix):]))] if keys else None
+    def latest(self, name):
+        """The traces of plot ``name`` (``histogram``, ``maps``, ``edc``) as this call shows them."""
+        return self.data.get(name)
 
     @property
     def maps(self):
@@ -165,7 +163,7 @@ def test_on_load_histogram_count_and_maps(scored):
     pts = np.concatenate([ds.load_brain_results(k).points for k in ("prefiqs_dense_umap", "prefiqs_pruned_umap")])
     assert ranges["x"][0] < pts[:, 0].min() and ranges["x"][1] > pts[:, 0].max()
     props = first.props()
-    maps_name = f"maps{state['maps_seq']}"
+    maps_name = "maps"
     assert {"histogram", "threshold", "threshold_typed", "below_count", "actions", maps_name,
             "map_toggles"} <= set(props)
     assert props[maps_name]["view"]["orientation"] == "horizontal"
@@ -187,14 +185,21 @@ def test_histogram_click_shows_that_range(scored):
         assert len(faces) > len(shown)
 
 
-def test_threshold_change_updates_live_count(scored):
+def test_threshold_change_updates_live_count(scored, plugin):
+    import importlib
+
     ds = scored
+    computed = importlib.import_module(f"{plugin.__name__}.operators.panel").COMPUTED
     _, state = _loaded(ds)
     q = sorted(_faces(ds).values())
     t = (q[3] + q[4]) / 2
     changed = call(ds, "on_change_threshold", state=state, value=t)
     assert changed.state["threshold"] == t and changed.state["below"] == 4
-    assert [o for o in changed.ops("patch_panel_state") if o["state"].get("below") == 4 and o["state"]["below_at"] == t]
+    # the App is sent the widget's value and the text that shows the count; what the panel computed
+    # stays on the server (each state change in the App reloads its dataset page)
+    (sent,) = changed.ops("patch_panel_state")
+    assert sent["state"]["threshold"] == t and not set(sent["state"]) & set(computed)
+    assert "**4 faces** below" in str(changed.props()["below_count"])
     layout = changed.props()["histogram"]["view"]["layout"]
     assert layout["shapes"][0]["x0"] == t  # the threshold is drawn on the histogram
 
@@ -383,13 +388,13 @@ def test_edc_from_an_evaluation_run(scored):
     try:
         first, state = _loaded(ds)
         (trace,) = first.latest("edc")
-        assert state["num_edc"] == 1 and f"edc{state['edc_seq']}" in first.props()
+        assert state["num_edc"] == 1 and "edc" in first.props()
         assert trace["x"] == pytest.approx(curve["discard_fractions"])
         assert [v for v in trace["y"] if v is not None] == pytest.approx(
             [v for v in curve["fnmr"] if not math.isnan(v)])
         assert trace["name"].startswith("prefiqs_eval: prefiqs") and trace["line"]["shape"] == "hv"
         other, _ = _loaded(ds, run_key="whole")  # it evaluates run "prefiqs" only
-        assert other.latest("edc") == [] and "no_edc" in other.props()
+        assert other.latest("edc") is None and "no_edc" in other.props()
     finally:
         ds.delete_run("prefiqs_eval")
 
