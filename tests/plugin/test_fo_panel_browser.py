@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,7 +96,7 @@ def ui(fo, api, photos, tmp_path_factory):
             except Exception:
                 page.screenshot(path=str(out / "panel_not_open.png"))
                 raise
-            yield dict(ds=ds, page=page, calls=calls, out=out)
+            yield dict(ds=ds, page=page, calls=calls, out=out, server=server)
             browser.close()
     finally:
         survivors = server.stop()
@@ -504,3 +505,33 @@ def test_threshold_by_percentile_tags_what_the_sdk_tags(ui, api):
     assert 0 < count < N and info["num_tagged"] == count == len(by_panel)
     assert sorted(ds.match_tags("by_sdk").values("id")) == by_panel
     print("screenshot:", out / "panel_percentile_tagged.png", "text:", text)
+
+
+# ------------------------------------------------------------------------------------------------
+# the App itself: a closed tab must not take it down
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_app_outlives_its_last_tab(ui):
+    """Bug 8: FiftyOne's ``app launch`` quits 3 s after its last tab disconnects, so a page reload on a
+    busy machine found no App. The README's relaunch command passes ``--wait -1`` (as this module's
+    App does): with the only tab closed for longer than that, the App still serves, and a new tab
+    shows the dataset and the panel again."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (relaunch,) = re.findall(r"`([^`]*fiftyone app launch prefiqs-demo[^`]*)`", readme)
+    assert " --wait -1" in relaunch, relaunch
+    page, server = ui["page"], ui["server"]
+    url, browser = page.url, page.context.browser
+    page.close()
+    time.sleep(8)  # well past FiftyOne's default of 3 s
+    assert server.proc.poll() is None, "the App quit when its last tab closed"
+    page = ui["page"] = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(url, wait_until="load")
+    # the session keeps the layout: the panel comes back with the page (opened again if it did not)
+    try:
+        page.get_by_text("Show worst first", exact=True).wait_for(timeout=30_000)
+    except Exception:
+        open_face_quality_panel(page)
+    page.get_by_text("PreFIQs run").first.wait_for(timeout=WAIT_MS)
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=WAIT_MS)
