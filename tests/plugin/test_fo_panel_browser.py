@@ -416,6 +416,39 @@ def test_click_pins_a_face_in_both_maps_with_its_thumbnail(ui):
     assert _rings(page) == [[], []]
 
 
+def _slider_range(page):
+    """The panel's threshold slider: its [min, max] as the page holds them."""
+    return page.get_by_text("Threshold", exact=True).locator(
+        "xpath=following::input[@type='range'][1]").evaluate("e => [Number(e.min), Number(e.max)]")
+
+
+def test_one_sample_view_reads_as_one_sample(ui):
+    """Bug 6 in the page: a view of one sample (a pinned face's "Show in grid") says "1 sample ...
+    in this view" and that sample's own quality, not a range around it; the slider keeps the run's
+    scale; "Reset view" says "in the dataset" again."""
+    page, ds = ui["page"], ui["ds"]
+    if not page.get_by_text("alpha: sample-level", exact=False).count():
+        _pick_run(page, "alpha")
+    page.get_by_text("Reset view", exact=True).click()
+    assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2
+    _calm(ui)
+    scale = _slider_range(page)
+    (scatter,) = [t for t in _traces(page, 1) if t["mode"] == "markers"]
+    face = _isolated(page, 1, scatter["ids"])
+    _click_point(page, 1, face)
+    page.get_by_text("Pinned sample", exact=False).wait_for(timeout=WAIT_MS)
+    _calm(ui)
+    page.get_by_text("Show in grid", exact=True).click()
+    summary = page.get_by_text("1 sample scored in this view", exact=False).first
+    summary.wait_for(timeout=WAIT_MS)
+    assert f"quality {ds[face]['alpha_quality']:.4f}." in summary.inner_text()
+    assert re.match(r"(0 samples|1 sample) below ", _below_text(page)) and "in this view" in _below_text(page)
+    assert _slider_range(page) == scale
+    page.get_by_text("Reset view", exact=True).click()
+    page.get_by_text(f"{N - UNSCORED} samples scored in the dataset", exact=False).first.wait_for(timeout=WAIT_MS)
+    _calm(ui)
+
+
 def test_lasso_narrows_both_maps_to_exactly_the_lassoed_faces(ui):
     """Bug 4, lasso case: a lasso drawn with the mouse in the dense map selects those samples; the
     view becomes them and both maps then hold exactly them (none left from the wider view)."""
