@@ -155,12 +155,15 @@ def build(p, ctx):
         for which, title in (("dense", "Dense (full network)"), ("pruned", pruned_title)):
             ranges = state.map_ranges if shared else own.get(which)
             ring = ((state.pinned or {}).get("xy") or {}).get(which)
-            layout = panel_plots.scatter_layout(title, ranges)
+            layout = panel_plots.scatter_layout(title, ranges, which)
             if ring:
                 layout["shapes"] = [panel_pin.ring_shape(ring)]
             maps.plot(which, layout=layout, data=traces.get(which) or [], on_selected=p.on_map_select,
                       on_click=p.on_map_click, on_double_click=p.on_map_double_click,
                       config=dict(displaylogo=False))
+        # hovering a face in one map rings it in the other: done in the page (js/linked_hover.js),
+        # as the App reports no hover to Python
+        panel.view("linked_hover", types.View(component="PrefiqsLinkedHover"))
         if state.pinned:
             _pinned(p, panel, state.pinned, unit)
         # buttons, not switches: a switch shows the App's copy of the state, which can lag behind

@@ -265,9 +265,13 @@ def own_range(points, pad=0.05):
                 y=[float(lo[1] - pad * span[1]), float(hi[1] + pad * span[1])])
 
 
-def scatter_layout(title: str, ranges) -> dict:
+def scatter_layout(title: str, ranges, which: str | None = None) -> dict:
+    """A map's layout; ``which`` ("dense" or "pruned") tags it for the page's linked hover
+    (``js/linked_hover.js`` finds the two maps by ``meta``)."""
     layout = dict(title=dict(text=title, font=dict(size=13)), dragmode="lasso", height=340,
                   margin=dict(l=30, r=10, t=40, b=30), showlegend=False, hovermode="closest")
+    if which:
+        layout["meta"] = f"prefiqs:{which}"
     if ranges:
         layout["xaxis"] = dict(range=ranges["x"], zeroline=False, autorange=False)
         layout["yaxis"] = dict(range=ranges["y"], zeroline=False, autorange=False)

@@ -12,7 +12,8 @@ What it does, start to finish:
 3.  serves the App (``fiftyone app launch --remote``) on a free 127.0.0.1 port;
 4.  drives Debian's Chromium through Playwright at 1600x1100, as ``tests/plugin/test_fo_app_browser.py``
     does, and writes ``grid.png``, ``panel_edc.png`` (the ORL run's EDC curves), ``panel.png``,
-    ``panel_maps.png``, ``panel_hover.png`` (a map point hovered), ``panel_pinned.png`` (a face pinned by a
+    ``panel_maps.png``, ``panel_hover.png`` (a map point hovered, the same face ringed in the other
+    map), ``panel_pinned.png`` (a face pinned by a
     click: ringed in both maps, with its thumbnail), ``panel_drift.png`` (drift segments
     of the faces below the threshold), ``worst_first.png``, ``operator_form.png``;
 5.  stops everything it started: the App's process groups, then mongod; removes the temp directory.
@@ -180,6 +181,8 @@ def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: 
             dense.scroll_into_view_if_needed()
             dense.locator(".scatterlayer .point").last.hover(force=True)
             page.locator(".hoverlayer .hovertext").first.wait_for()
+            # the same face ringed in the pruned map (js/linked_hover.js)
+            page.locator(".js-plotly-plot").nth(2).locator(".prefiqs-linked-ring").wait_for()
             settle(page, 800)
             shot(page, "panel_hover.png")
 

@@ -167,6 +167,8 @@ def test_on_load_histogram_count_and_maps(scored):
     assert {"histogram", "threshold", "threshold_typed", "below_count", "actions", maps_name,
             "map_toggles"} <= set(props)
     assert props[maps_name]["view"]["orientation"] == "horizontal"
+    # the page-side linked hover (js/linked_hover.js) sits beside the maps
+    assert props["linked_hover"]["view"]["component"] == "PrefiqsLinkedHover"
     assert "no_edc" in props  # no evaluation run: the panel says so and draws nothing
 
 

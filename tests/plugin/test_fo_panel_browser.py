@@ -416,6 +416,48 @@ def test_click_pins_a_face_in_both_maps_with_its_thumbnail(ui):
     assert _rings(page) == [[], []]
 
 
+def _ring_over(page, index):
+    """The linked-hover ring drawn over the ``index``-th chart: [face id, x, y] in page pixels, or
+    None while it is hidden."""
+    return page.evaluate(
+        """i => { const p = document.querySelectorAll('.js-plotly-plot')[i];
+               const r = p.querySelector('.prefiqs-linked-ring');
+               if (!r || r.style.display === 'none') return null;
+               const b = p.getBoundingClientRect();
+               return [r.dataset.faceId, b.left + parseFloat(r.style.left), b.top + parseFloat(r.style.top)]; }""",
+        index)
+
+
+def test_hovering_a_face_rings_it_in_the_other_map(ui):
+    """Hover in one map rings the same face in the other (in the page: the App reports no hover to
+    Python), on that face's own point there; moving away hides the ring; it works both ways."""
+    page = ui["page"]
+    if not page.get_by_text("alpha: sample-level", exact=False).count():
+        _pick_run(page, "alpha")
+    page.get_by_text("Reset view", exact=True).click()
+    assert _wait_for_map_sizes(page, N - UNSCORED) == [N - UNSCORED] * 2
+    _calm(ui)
+    (scatter,) = [t for t in _traces(page, 1) if t["mode"] == "markers"]
+    for src, dst, ids in ((1, 2, scatter["ids"][::-1]), (2, 1, scatter["ids"])):
+        face = _isolated(page, src, ids)
+        page.locator(".js-plotly-plot").nth(src).scroll_into_view_if_needed()
+        x, y = _point_xy(page, src, face)
+        page.mouse.move(x - 3, y - 3)
+        page.mouse.move(x, y)
+        page.wait_for_function(f"() => {{ const r = document.querySelectorAll('.js-plotly-plot')[{dst}]"
+                               f".querySelector('.prefiqs-linked-ring'); return r && r.style.display !== 'none'; }}",
+                               timeout=WAIT_MS)
+        shown, rx, ry = _ring_over(page, dst)
+        tx, ty = _point_xy(page, dst, face)
+        assert shown == face and abs(rx - tx) < 1.5 and abs(ry - ty) < 1.5, (shown, face, rx, tx, ry, ty)
+        if src == 1:
+            page.screenshot(path=str(ui["out"] / "panel_linked_hover.png"))
+        page.mouse.move(5, 5)
+        page.wait_for_function(f"() => {{ const r = document.querySelectorAll('.js-plotly-plot')[{dst}]"
+                               f".querySelector('.prefiqs-linked-ring'); return !r || r.style.display === 'none'; }}",
+                               timeout=WAIT_MS)
+
+
 def _slider_range(page):
     """The panel's threshold slider: its [min, max] as the page holds them."""
     return page.get_by_text("Threshold", exact=True).locator(

@@ -27,3 +27,13 @@ def test_plugin_version_matches_the_package(plugin):
 
     spec = yaml.safe_load((ROOT / "fiftyone.yml").read_text())
     assert spec["version"] == importlib.import_module(plugin.__name__ + ".operators").__version__
+
+
+def test_the_linked_hover_script_is_the_plugins_js_bundle(fo):
+    """The App loads the plugin's JS bundle with a <script> tag: the one fiftyone.yml names, which
+    registers the component the panel's layout asks for (its behaviour: test_fo_panel_browser.py)."""
+    import fiftyone.plugins as fop
+
+    plugin = fop.get_plugin("@prefiqs/prefiqs")
+    assert plugin.has_js and plugin.js_bundle == "js/linked_hover.js"
+    assert 'name: "PrefiqsLinkedHover"' in Path(plugin.js_bundle_path).read_text()
