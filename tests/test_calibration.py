@@ -290,8 +290,14 @@ def test_shipped_dlib_table_is_what_its_command_makes_and_holds_on_half_b(tmp_pa
     # 8th digit); the pair and failure counts of every band exactly
     assert again.quantiles == pytest.approx(ship.quantiles, rel=1e-6, abs=1e-7)
     assert [(b.pairs, b.errors) for b in again.bands] == [(b.pairs, b.errors) for b in ship.bands]
+    exact = ("lo", "hi", "pairs", "errors", "fnmr_raw", "fnmr")
     for a, b in zip(again.bands, ship.bands):
-        assert a.__dict__ == pytest.approx(b.__dict__, rel=1e-5, abs=1e-6)
+        assert {k: a.__dict__[k] for k in exact} == pytest.approx({k: b.__dict__[k] for k in exact},
+                                                                  rel=1e-5, abs=1e-6)
+        # interval ends are bootstrap percentiles: float32 noise in the embeddings can move a replicate's
+        # own threshold across one pair, so an end may shift by up to one failure in the band, no more
+        for k in ("fnmr_lo", "fnmr_hi", "pred_lo", "pred_hi"):
+            assert abs(a.__dict__[k] - b.__dict__[k]) <= 1.0 / b.pairs, (k, a, b)
     # held-out half: B's measured FNMR per band against A's stated interval
     from prefiqs_core.backbones import load_backbone
     from prefiqs_core.calibration import reference_scores
