@@ -11,7 +11,6 @@ computed once and kept in the cache (``drift_<backbone>_<weights>_<spec hash>.np
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from pathlib import Path
@@ -22,8 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from lfw import DEFAULT_DIR, LFWBench  # noqa: E402
-from prefiqs_core.backbones import load_backbone  # noqa: E402
+from lfw import halves_bench, print_halves_table  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.pruning import format_prune  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
@@ -56,17 +54,8 @@ def combinations(drift: np.ndarray, norm: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR), help="identity folder (default: %(default)s)")
-    ap.add_argument("--backbone", default="sface")
-    ap.add_argument("--cache", default="out/lfw/cache", help="the LFW benchmark's cache (default: %(default)s)")
-    ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
-    args = ap.parse_args(argv)
-    if not Path(args.folder).is_dir():
-        raise SystemExit(f"error: identity folder {args.folder} not found (give the LFW development folder's path)")
-    bb = load_backbone(args.backbone)
-    bench = LFWBench(Path(args.folder), bb, Path(args.cache), reps=args.reps,
-                     log=lambda m: print(m, file=sys.stderr, flush=True))
+    _, bench = halves_bench(__doc__, "sface", argv)
+    bb = bench.bb
     specs = default_pruning(bb.name)
     label = format_prune(specs)
     saved = bench.faces.cache / (f"drift_{bb.name}_{bb.source_sha256[:12]}_"
@@ -77,14 +66,7 @@ def main(argv=None):
         np.save(saved, drift)
     print(f"{bb.name}, default {label}; Spearman correlation of drift-quality and norm: "
           f"{np.corrcoef(_rank(-drift), _rank(bench.raw_norm))[0, 1]:.2f}")
-    print("| quality | A: nAUC20 (95 % CI) | B: nAUC20 (95 % CI) |\n|---|---|---|")
-    for name, q in combinations(drift, bench.raw_norm).items():
-        cells = []
-        for half in ("A", "B"):
-            v, reps = bench.nauc(q, half, boot=True)
-            lo, hi = np.nanpercentile(reps, [2.5, 97.5])
-            cells.append(f"{v:.3f} ({lo:.3f}–{hi:.3f})")
-        print(f"| {name} | {cells[0]} | {cells[1]} |", flush=True)
+    print_halves_table(bench, combinations(drift, bench.raw_norm))
 
 
 if __name__ == "__main__":

@@ -212,6 +212,36 @@ class LFWBench:
                    np.concatenate([pq_gen, pq_imp]), fmr, "per_level")
 
 
+def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False):
+    """The command line shared by the small A/B studies (``combine_norm.py``, ``flip_drift.py``): the
+    identity folder, ``--backbone``, ``--cache``, ``--reps`` (and ``--prune`` when asked). Returns the
+    parsed arguments and the bench."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR), help="identity folder (default: %(default)s)")
+    ap.add_argument("--backbone", default=backbone)
+    if prune:
+        ap.add_argument("--prune", default=None, help="pruning spec string (default: the backbone's default)")
+    ap.add_argument("--cache", default="out/lfw/cache", help="the LFW benchmark's cache (default: %(default)s)")
+    ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
+    args = ap.parse_args(argv)
+    if not Path(args.folder).is_dir():
+        raise SystemExit(f"error: identity folder {args.folder} not found (give the LFW development folder's path)")
+    return args, LFWBench(Path(args.folder), load_backbone(args.backbone), Path(args.cache), reps=args.reps,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def print_halves_table(bench: "LFWBench", qualities: dict) -> None:
+    """One markdown row per quality: nAUC20 on halves A and B with their bootstrap 95 % intervals."""
+    print("| quality | A: nAUC20 (95 % CI) | B: nAUC20 (95 % CI) |\n|---|---|---|")
+    for name, q in qualities.items():
+        cells = []
+        for half in ("A", "B"):
+            v, reps = bench.nauc(q, half, boot=True)
+            lo, hi = np.nanpercentile(reps, [2.5, 97.5])
+            cells.append(f"{v:.3f} ({lo:.3f}–{hi:.3f})")
+        print(f"| {name} | {cells[0]} | {cells[1]} |", flush=True)
+
+
 def _tqdm(it, total=None, desc=None):
     from tqdm import tqdm
     return tqdm(it, total=total, desc=desc, mininterval=15, file=sys.stderr)

@@ -1,0 +1,114 @@
+"""Does the mirror image help the score? PreFIQs drift measured on each face and on its mirror image,
+scored like the sweep on LFW-dev halves A and B (nAUC20, fixed threshold, FMR 1e-3, people-level
+bootstrap 95 % intervals). Comparisons stay those of the plain dense embedding of each photo: only the
+quality changes.
+
+    python benchmarks/flip_drift.py ../shared/data/lfw_dev --backbone dlib_resnet29 [--prune SPEC]
+
+Rows: the drift of the photo (the product's score), of its mirror, their mean and their maximum; the
+drift of the flip-averaged embedding (dense and pruned embeddings each taken as the normalised sum of
+photo and mirror, as CR-FIQA-style ``--flip`` evaluation would use them); the dense flip distance
+‖n(x) − n(mirror x)‖ on its own (a quality that needs no pruning), added to the drift by ranks (needs
+the whole set) and as a per-face sum of distances. A row that uses the mirror costs one more dense
+forward, plus the pruned tail again when it uses the mirror's drift. Choose on A; B is the held-out half.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from lfw import LFWBench, halves_bench, print_halves_table  # noqa: E402
+from prefiqs_core.defaults import default_pruning  # noqa: E402
+from prefiqs_core.pruning import format_prune, parse_prune, prune_tail  # noqa: E402
+from prefiqs_core.scoring import quality_from_drift  # noqa: E402
+
+
+def _rank(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+    return rankdata(x) / len(x)
+
+
+@torch.inference_mode()
+def pruned_embeddings(bench: LFWBench, spec) -> np.ndarray:
+    """Unit embeddings of every face through the pruned copy (its tail from the cached dense activation)."""
+    k, tail, _ = prune_tail(bench.bb.net, spec)
+    acts = bench.activations(k)
+    out = []
+    for i in range(0, len(bench.chips), bench.batch):
+        h = bench.bb.prepare(bench.chips[i:i + bench.batch]) if acts is None else acts[i:i + bench.batch]
+        out.append(F.normalize(tail(h).float(), dim=1).numpy())
+    return np.concatenate(out)
+
+
+def mirrored(bench: LFWBench) -> LFWBench:
+    """The same bench over the mirror image of every chip (own activations and dense embeddings)."""
+    m = copy.copy(bench)
+    m.chips = np.ascontiguousarray(bench.chips[:, :, ::-1])
+    m._acts = {}
+    name = f"dense_mirror_{bench.bb.name}_{bench.bb.source_sha256[:12]}.npy"
+    m.dense = m._dense_embeddings(bench.faces.cache / name)
+    return m
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def distances(bench: LFWBench, mirror: LFWBench, specs) -> dict[str, np.ndarray]:
+    """Per-face distances between unit embeddings (drifts of several copies averaged as PreFIQs does):
+    ``photo``/``mirror`` drift, ``averaged`` (drift of the flip-averaged embedding) and ``flip``
+    (dense photo vs dense mirror)."""
+    dense_avg = _unit(bench.dense + mirror.dense)
+    return {
+        "photo": np.mean([bench.drift(s) for s in specs], axis=0),
+        "mirror": np.mean([mirror.drift(s) for s in specs], axis=0),
+        "averaged": np.mean([np.linalg.norm(
+            dense_avg - _unit(pruned_embeddings(bench, s) + pruned_embeddings(mirror, s)), axis=1)
+            for s in specs], axis=0),
+        "flip": np.linalg.norm(bench.dense - mirror.dense, axis=1),
+    }
+
+
+def qualities(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Qualities (higher = better) by name. Rank sums need the whole set; the sums of distances are
+    per face (what a score could use without a reference set)."""
+    mean = (d["photo"] + d["mirror"]) / 2
+    q = quality_from_drift(d["photo"])
+    return {
+        "PreFIQs on the photo (the product's score)": q,
+        "PreFIQs on the mirror": quality_from_drift(d["mirror"]),
+        "mean drift of photo and mirror": quality_from_drift(mean),
+        "larger drift of photo and mirror": quality_from_drift(np.maximum(d["photo"], d["mirror"])),
+        "drift of the flip-averaged embedding": quality_from_drift(d["averaged"]),
+        "dense flip distance alone": -d["flip"],
+        "rank sum: PreFIQs + flip distance": _rank(q) + _rank(-d["flip"]),
+        "rank sum: mean drift + flip distance": _rank(-mean) + _rank(-d["flip"]),
+        "per face: mean drift + flip distance / 2": -(mean + d["flip"] / 2),
+        "per face: mean drift + flip distance": -(mean + d["flip"]),
+        "per face: mean drift + 2 × flip distance": -(mean + 2 * d["flip"]),
+        "per face: PreFIQs drift + flip distance": -(d["photo"] + d["flip"]),
+    }
+
+
+def main(argv=None):
+    args, bench = halves_bench(__doc__, "dlib_resnet29", argv, prune=True)
+    bb = bench.bb
+    specs = parse_prune(args.prune) if args.prune else default_pruning(bb.name)
+    mirror = mirrored(bench)
+    d = distances(bench, mirror, specs)
+    print(f"{bb.name}, pruning {format_prune(specs)}; Spearman correlation of the photo's drift and the "
+          f"flip distance: {np.corrcoef(_rank(d['photo']), _rank(d['flip']))[0, 1]:.2f}")
+    print_halves_table(bench, qualities(d))
+
+
+if __name__ == "__main__":
+    main()

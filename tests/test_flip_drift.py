@@ -1,0 +1,43 @@
+"""benchmarks/flip_drift.py: each quality built from the photo's and the mirror's drift and the flip
+distance ranks faces as its name says (higher = better), on small hand-made cases."""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from flip_drift import _unit, qualities  # noqa: E402
+
+
+def _d(photo, mirror, averaged, flip):
+    return {k: np.asarray(v, float) for k, v in
+            dict(photo=photo, mirror=mirror, averaged=averaged, flip=flip).items()}
+
+
+def test_every_quality_follows_all_signals_when_they_agree():
+    # face 0 is the most stable on every distance, face 2 the least
+    d = _d([0.05, 0.2, 0.6], [0.04, 0.3, 0.5], [0.03, 0.2, 0.4], [0.1, 0.3, 0.9])
+    for name, q in qualities(d).items():
+        assert q[0] > q[1] > q[2], name
+
+
+def test_each_quality_reads_the_distance_its_name_says():
+    # the photo's drift says 0 < 1 < 2, the mirror's the reverse, the flip distance 1 < 0 < 2
+    d = _d([0.1, 0.2, 0.3], [0.5, 0.4, 0.05], [0.2, 0.2, 0.2], [0.3, 0.1, 0.5])
+    q = qualities(d)
+    order = lambda name: list(np.argsort(-q[name], kind="stable"))  # noqa: E731  best first
+    assert order("PreFIQs on the photo (the product's score)") == [0, 1, 2]
+    assert order("PreFIQs on the mirror") == [2, 1, 0]
+    assert order("dense flip distance alone") == [1, 0, 2]
+    # larger drift: 0.5, 0.4, 0.3 -> 2 best; mean drift: 0.3, 0.3, 0.175 -> 2 best, 0 and 1 tied
+    assert order("larger drift of photo and mirror") == [2, 1, 0]
+    assert q["mean drift of photo and mirror"][2] > q["mean drift of photo and mirror"][0]
+    assert np.isclose(q["mean drift of photo and mirror"][0], q["mean drift of photo and mirror"][1])
+    # per face sums: mean + flip = 0.6, 0.4, 0.675; mean + 2 flip = 0.9, 0.5, 1.175
+    assert order("per face: mean drift + flip distance") == [1, 0, 2]
+    assert np.allclose(q["per face: mean drift + 2 × flip distance"], [-0.9, -0.5, -1.175])
+
+
+def test_unit_rows():
+    u = _unit(np.array([[3.0, 4.0], [0.0, 2.0]]))
+    assert np.allclose(u, [[0.6, 0.8], [0.0, 1.0]])
