@@ -72,7 +72,8 @@ def app(fo, photos, tmp_path_factory):
     ds = _fresh_dataset(fo, f"prefiqs-browser-{os.getpid()}")
     name = ds.name
     ds.add_samples([fo.Sample(filepath=p) for p in photos])
-    foo.get_operator(P + "compute_prefiqs")(ds, patches_field="faces", detect=True)
+    # the fast backbone here: the form below runs the default one
+    foo.get_operator(P + "compute_prefiqs")(ds, patches_field="faces", detect=True, backbone="dlib_resnet29")
     foo.get_operator(P + "compute_prefiqs_visualization")(ds, run_key="prefiqs", seed=3)
     out = tmp_path_factory.mktemp("app_screenshots")
     server = AppServer(name, out / "app.log", env=dict(FIFTYONE_DATABASE_URI=_db_uri()), start_timeout=APP_START_S)

@@ -2,7 +2,7 @@
 evaluation's EDC curves at once (no evaluation to run first), and the grid shows face boxes
 without the landmark dots (the demo hides ``faces_landmarks`` by default).
 
-The dataset is built by the demo's own ``build_demo_dataset``, with three of its photos and three
+The dataset is built by the demo's own ``build_demo_dataset`` (dlib, the fast backbone), with three of its photos and three
 ORL people to keep it short; the App server reads this test's private database. Without Chromium
 or Playwright the test fails under ``CI=true`` and otherwise skips, loudly.
 """
@@ -38,7 +38,9 @@ def demo_app(fo, plugin, photos, tmp_path_factory):
     demo = importlib.import_module(f"{MODULE}.operators.demo_dataset")
     name = f"prefiqs-demo-edc-{os.getpid()}"
     out = tmp_path_factory.mktemp("demo_edc")
-    ds = demo.build_demo_dataset(name, chips_dir=out / "chips", photos=photos[1:], orl_people=ORL_PEOPLE)
+    # the fast backbone: the page is what is tested here; test_fo_demo_dataset.py builds with the default
+    ds = demo.build_demo_dataset(name, chips_dir=out / "chips", photos=photos[1:], orl_people=ORL_PEOPLE,
+                                 backbone="dlib_resnet29")
     try:
         with app_on_this_database(name, out / "app.log", start_timeout=90) as server:
             yield dict(ds=ds, server=server, chromium=chromium, out=out)
@@ -64,7 +66,7 @@ def test_panel_shows_the_orl_edc_on_first_open(demo_app):
             page.set_default_timeout(60_000)
             open_dataset(page, f"{server.url}/datasets/{ds.name}")
             page.get_by_text(f"{len(ds)} samples").wait_for()
-            page.wait_for_timeout(8000)  # let the thumbnails paint
+            page.wait_for_timeout(2000)  # most thumbnails painted: the screenshot is for a person to look at
             page.screenshot(path=str(out / "grid.png"))
             # what the grid draws: boxes, not the landmarks (unticked in the sidebar)
             assert sidebar_checkbox(page, "faces").is_checked()
