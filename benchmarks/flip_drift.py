@@ -10,7 +10,9 @@ drift of the flip-averaged embedding (dense and pruned embeddings each taken as 
 photo and mirror, as CR-FIQA-style ``--flip`` evaluation would use them); the dense flip distance
 ‖n(x) − n(mirror x)‖ on its own (a quality that needs no pruning), added to the drift by ranks (needs
 the whole set) and as a per-face sum of distances. A row that uses the mirror costs one more dense
-forward, plus the pruned tail again when it uses the mirror's drift. Choose on A; B is the held-out half.
+forward, plus the pruned tail again when it uses the mirror's drift. ``--feature-flip blocks.9,blocks.12``
+adds a cheap stand-in for the mirror: the dense activation at a split point mirrored along its width and
+run through the dense tail. Choose on A; B is the held-out half.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lfw import LFWBench, halves_bench, print_halves_table  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.pruning import format_prune, parse_prune, prune_tail  # noqa: E402
+from prefiqs_core.trunk import run_stages, start_index  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
 
 
@@ -57,6 +60,20 @@ def mirrored(bench: LFWBench) -> LFWBench:
     name = f"dense_mirror_{bench.bb.name}_{bench.bb.source_sha256[:12]}.npy"
     m.dense = m._dense_embeddings(bench.faces.cache / name)
     return m
+
+
+@torch.inference_mode()
+def feature_flip_distance(bench: LFWBench, split: str) -> np.ndarray:
+    """‖n(x) − n(tail(flip h))‖: the dense activation entering ``split`` mirrored along its width and
+    run through the dense tail (a mirror at the cost of the tail only; conv filters are not
+    mirror-symmetric, so this is not the mirror image's embedding)."""
+    k = start_index(bench.stages, split)
+    if k == 0:
+        raise SystemExit(f"error: --feature-flip {split}: that is the input; the mirror image rows cover it")
+    h = bench.activations(k)
+    out = [F.normalize(run_stages(bench.stages, h[i:i + bench.batch].flip(-1), k).float(), dim=1).numpy()
+           for i in range(0, len(h), bench.batch)]
+    return np.linalg.norm(bench.dense - np.concatenate(out), axis=1)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -100,14 +117,22 @@ def qualities(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def main(argv=None):
-    args, bench = halves_bench(__doc__, "dlib_resnet29", argv, prune=True)
+    args, bench = halves_bench(__doc__, "dlib_resnet29", argv, prune=True, extra=lambda ap: ap.add_argument(
+        "--feature-flip", default="", metavar="SPLITS",
+        help="also mirror the dense activation entering each of these split points (comma-separated)"))
     bb = bench.bb
     specs = parse_prune(args.prune) if args.prune else default_pruning(bb.name)
     mirror = mirrored(bench)
     d = distances(bench, mirror, specs)
     print(f"{bb.name}, pruning {format_prune(specs)}; Spearman correlation of the photo's drift and the "
           f"flip distance: {np.corrcoef(_rank(d['photo']), _rank(d['flip']))[0, 1]:.2f}")
-    print_halves_table(bench, qualities(d))
+    rows = qualities(d)
+    for split in filter(None, args.feature_flip.split(",")):
+        f = feature_flip_distance(bench, split)
+        rows[f"feature-map flip at {split} alone"] = -f
+        rows[f"per face: PreFIQs drift + feature-map flip at {split} / 2"] = -(d["photo"] + f / 2)
+        rows[f"per face: PreFIQs drift + feature-map flip at {split}"] = -(d["photo"] + f)
+    print_halves_table(bench, rows)
 
 
 if __name__ == "__main__":

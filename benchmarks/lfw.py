@@ -212,10 +212,10 @@ class LFWBench:
                    np.concatenate([pq_gen, pq_imp]), fmr, "per_level")
 
 
-def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False):
+def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False, extra=None):
     """The command line shared by the small A/B studies (``combine_norm.py``, ``flip_drift.py``): the
-    identity folder, ``--backbone``, ``--cache``, ``--reps`` (and ``--prune`` when asked). Returns the
-    parsed arguments and the bench."""
+    identity folder, ``--backbone``, ``--cache``, ``--reps`` (and ``--prune`` when asked; ``extra(ap)``
+    adds a study's own options). Returns the parsed arguments and the bench."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?", default=str(DEFAULT_DIR), help="identity folder (default: %(default)s)")
     ap.add_argument("--backbone", default=backbone)
@@ -223,6 +223,8 @@ def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False):
         ap.add_argument("--prune", default=None, help="pruning spec string (default: the backbone's default)")
     ap.add_argument("--cache", default="out/lfw/cache", help="the LFW benchmark's cache (default: %(default)s)")
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
+    if extra is not None:
+        extra(ap)
     args = ap.parse_args(argv)
     if not Path(args.folder).is_dir():
         raise SystemExit(f"error: identity folder {args.folder} not found (give the LFW development folder's path)")

@@ -41,3 +41,22 @@ def test_each_quality_reads_the_distance_its_name_says():
 def test_unit_rows():
     u = _unit(np.array([[3.0, 4.0], [0.0, 2.0]]))
     assert np.allclose(u, [[0.6, 0.8], [0.0, 1.0]])
+
+
+def test_feature_flip_distance_mirrors_the_activation_at_the_split():
+    import torch
+    from types import SimpleNamespace
+    from flip_drift import feature_flip_distance
+
+    torch.manual_seed(0)
+    h = torch.randn(5, 3, 4, 6)  # the activation entering stage 1 (stage 0 made it)
+    pool = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())  # mirror-invariant
+    left = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 6, 8))  # not
+    for tail, invariant in ((pool, True), (left, False)):
+        stages = [("stem", torch.nn.Identity()), ("tail", tail)]
+        with torch.no_grad():
+            dense = torch.nn.functional.normalize(tail(h), dim=1).numpy()
+        bench = SimpleNamespace(stages=stages, batch=2, dense=dense, activations=lambda k: h)
+        d = feature_flip_distance(bench, "tail")
+        assert d.shape == (5,)
+        assert np.allclose(d, 0, atol=1e-6) if invariant else np.all(d > 1e-3)
