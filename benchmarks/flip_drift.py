@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lfw import LFWBench, halves_bench, print_halves_table  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
-from prefiqs_core.pruning import format_prune, parse_prune, prune_tail  # noqa: E402
+from prefiqs_core.pruning import format_prune, parse_prune  # noqa: E402
 from prefiqs_core.trunk import run_stages, start_index  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
 
@@ -38,18 +38,6 @@ from prefiqs_core.scoring import quality_from_drift  # noqa: E402
 def _rank(x: np.ndarray) -> np.ndarray:
     from scipy.stats import rankdata
     return rankdata(x) / len(x)
-
-
-@torch.inference_mode()
-def pruned_embeddings(bench: LFWBench, spec) -> np.ndarray:
-    """Unit embeddings of every face through the pruned copy (its tail from the cached dense activation)."""
-    k, tail, _ = prune_tail(bench.bb.net, spec)
-    acts = bench.activations(k)
-    out = []
-    for i in range(0, len(bench.chips), bench.batch):
-        h = bench.bb.prepare(bench.chips[i:i + bench.batch]) if acts is None else acts[i:i + bench.batch]
-        out.append(F.normalize(tail(h).float(), dim=1).numpy())
-    return np.concatenate(out)
 
 
 def mirrored(bench: LFWBench) -> LFWBench:
@@ -89,7 +77,7 @@ def distances(bench: LFWBench, mirror: LFWBench, specs) -> dict[str, np.ndarray]
         "photo": np.mean([bench.drift(s) for s in specs], axis=0),
         "mirror": np.mean([mirror.drift(s) for s in specs], axis=0),
         "averaged": np.mean([np.linalg.norm(
-            dense_avg - _unit(pruned_embeddings(bench, s) + pruned_embeddings(mirror, s)), axis=1)
+            dense_avg - _unit(bench.pruned(s) + mirror.pruned(s)), axis=1)
             for s in specs], axis=0),
         "flip": np.linalg.norm(bench.dense - mirror.dense, axis=1),
     }

@@ -132,16 +132,19 @@ class LFWBench:
         return self._acts[k]
 
     @torch.inference_mode()
-    def drift(self, spec) -> np.ndarray:
+    def pruned(self, spec) -> np.ndarray:
+        """Unit embeddings of every face through the copy pruned by ``spec``."""
         k, tail, _ = prune_tail(self.bb.net, spec)
         acts = self.activations(k)
         out = []
         for i in range(0, len(self.chips), self.batch):
             # late tails start from the cached dense activation: the chips need no preparing then
             h = self.bb.prepare(self.chips[i:i + self.batch]) if acts is None else acts[i:i + self.batch]
-            p = F.normalize(tail(h).float(), dim=1).numpy()
-            out.append(np.linalg.norm(self.dense[i:i + len(p)] - p, axis=1))
+            out.append(F.normalize(tail(h).float(), dim=1).numpy())
         return np.concatenate(out)
+
+    def drift(self, spec) -> np.ndarray:
+        return np.linalg.norm(self.dense - self.pruned(spec), axis=1)
 
     def jvp_drift(self, spec) -> np.ndarray:
         """‖J n·Δθ‖ of every face (JVPSensitivity's norm), the JVP through the pruned tail only."""
