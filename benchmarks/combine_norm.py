@@ -11,7 +11,6 @@ computed once and kept in the cache (``drift_<backbone>_<weights>_<spec hash>.np
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -58,12 +57,7 @@ def main(argv=None):
     bb = bench.bb
     specs = default_pruning(bb.name)
     label = format_prune(specs)
-    saved = bench.faces.cache / (f"drift_{bb.name}_{bb.source_sha256[:12]}_"
-                                 f"{hashlib.sha1(label.encode()).hexdigest()[:12]}.npy")
-    drift = np.load(saved) if saved.exists() else None
-    if drift is None or len(drift) != len(bench.chips):
-        drift = np.mean([bench.drift(s) for s in specs], axis=0)
-        np.save(saved, drift)
+    drift = bench.mean_drift(specs)
     print(f"{bb.name}, default {label}; Spearman correlation of drift-quality and norm: "
           f"{np.corrcoef(_rank(-drift), _rank(bench.raw_norm))[0, 1]:.2f}")
     print_halves_table(bench, combinations(drift, bench.raw_norm))

@@ -18,6 +18,7 @@ Columns: ``nAUC20`` = pAUC of the fixed-threshold FNM-EDC up to 20 % discarded, 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -146,6 +147,20 @@ class LFWBench:
     def drift(self, spec) -> np.ndarray:
         return np.linalg.norm(self.dense - self.pruned(spec), axis=1)
 
+    def mean_drift(self, specs) -> np.ndarray:
+        """PreFIQs' drift for a list of copies (their mean), kept on disk beside the dense embeddings
+        so that the small studies do not re-run the pruned tails."""
+        label = format_prune(specs)
+        saved = self.faces.cache / (f"drift_{self.bb.name}_{self.bb.source_sha256[:12]}_"
+                                    f"{hashlib.sha1(label.encode()).hexdigest()[:12]}.npy")
+        if saved.exists():
+            d = np.load(saved)
+            if len(d) == len(self.chips):
+                return d
+        d = np.mean([self.drift(s) for s in specs], axis=0)
+        np.save(saved, d)
+        return d
+
     def jvp_drift(self, spec) -> np.ndarray:
         """‖J n·Δθ‖ of every face (JVPSensitivity's norm), the JVP through the pruned tail only."""
         k, f = tail_jvp(self.bb.net, spec)
@@ -186,6 +201,13 @@ class LFWBench:
             return value
         areas, e0s = weighted_pauc(pq, err, h.boot, limit)
         return value, areas / (e0s * limit)
+
+    def nauc_diff(self, quality, reference, half: str, fmr: float = 1e-3, limit: float = 0.2):
+        """nAUC(quality) − nAUC(reference) on one half, with its paired 95 % interval: both measured on
+        the same resampled people, so what the people share (how hard their photos are) cancels."""
+        v, reps = self.nauc(quality, half, fmr, limit, boot=True)
+        v0, reps0 = self.nauc(reference, half, fmr, limit, boot=True)
+        return (v - v0, *paired_interval(reps, reps0))
 
     def full_metrics(self, quality, half: str = "B") -> dict:
         """Every column of the paper-style table, with the project's own ``edc``/``pauc``."""
@@ -235,16 +257,33 @@ def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False, extra=
                           log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
+def paired_interval(reps: np.ndarray, reps_ref: np.ndarray) -> tuple[float, float, float]:
+    """95 % interval of the difference of two qualities' bootstrap replicates drawn on the same
+    resamples, and the share of resamples where the first is lower (better)."""
+    d = np.asarray(reps, float) - np.asarray(reps_ref, float)
+    lo, hi = np.nanpercentile(d, [2.5, 97.5])
+    return float(lo), float(hi), float(np.mean(d[~np.isnan(d)] < 0))
+
+
 def print_halves_table(bench: "LFWBench", qualities: dict) -> None:
-    """One markdown row per quality: nAUC20 on halves A and B with their bootstrap 95 % intervals."""
-    print("| quality | A: nAUC20 (95 % CI) | B: nAUC20 (95 % CI) |\n|---|---|---|")
+    """One markdown row per quality: nAUC20 on halves A and B with their bootstrap 95 % intervals, and
+    the difference from the first row with its paired interval (same resampled people; negative =
+    better than the first row; P = share of resamples where it is better)."""
+    ref = next(iter(qualities.values()))
+    print("| quality | A: nAUC20 (95 % CI) | A: Δ vs first row (paired 95 % CI; P better) | "
+          "B: nAUC20 (95 % CI) | B: Δ vs first row (paired) |\n|---|---|---|---|---|")
     for name, q in qualities.items():
         cells = []
         for half in ("A", "B"):
             v, reps = bench.nauc(q, half, boot=True)
             lo, hi = np.nanpercentile(reps, [2.5, 97.5])
             cells.append(f"{v:.3f} ({lo:.3f}–{hi:.3f})")
-        print(f"| {name} | {cells[0]} | {cells[1]} |", flush=True)
+            if q is ref:
+                cells.append("–")
+            else:
+                dv, dlo, dhi, p = bench.nauc_diff(q, ref, half)
+                cells.append(f"{dv:+.3f} ({dlo:+.3f}…{dhi:+.3f}; {p:.2f})")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
 def _tqdm(it, total=None, desc=None):

@@ -1,0 +1,111 @@
+"""The A/B studies' shared pieces: the paired interval of a difference, the sweep's rule with its
+paired note, and the cross-backbone rows (no LFW needed)."""
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from cross_backbone import cross_rows  # noqa: E402
+from lfw import paired_interval  # noqa: E402
+from sweep import choose  # noqa: E402
+
+
+def test_paired_interval_of_a_shared_shift():
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.6, 1.0, 500)  # wide on its own: the people differ
+    lo, hi, p = paired_interval(ref - 0.05, ref)
+    assert lo == pytest.approx(-0.05) and hi == pytest.approx(-0.05) and p == 1.0
+    lo, hi, p = paired_interval(ref, ref)
+    assert lo == hi == 0.0 and p == 0.0
+
+
+def test_paired_interval_ignores_resamples_without_errors():
+    a = np.array([0.5, np.nan, 0.7, 0.9])
+    b = np.array([0.6, 0.8, 0.6, 1.0])
+    lo, hi, p = paired_interval(a, b)
+    assert p == pytest.approx(2 / 3)  # -0.1, +0.1, -0.1 over the three defined resamples
+    assert lo == pytest.approx(-0.1) and hi == pytest.approx(0.1, abs=0.02)
+
+
+def _row(label, cost, a, boot):
+    return dict(label=label, kind="prefiqs", cost=cost, A=a, A_boot=np.asarray(boot, float))
+
+
+def test_choose_keeps_the_cheap_setting_inside_the_best_interval_and_says_the_paired_difference():
+    rng = np.random.default_rng(1)
+    people = rng.uniform(0.6, 1.0, 1000)
+    best = _row("best", 2.0, 0.78, people - 0.04)
+    cheap = _row("cheap", 1.07, 0.82, people)
+    pick, why = choose([best, cheap])
+    assert pick is cheap
+    assert "inside it" in why and "paired" in why and "+0.040" in why and "100%" in why
+
+
+def test_choose_takes_the_best_affordable_when_nothing_cheap_is_inside():
+    best = _row("best", 1.9, 0.70, np.full(100, 0.70) + np.linspace(-0.01, 0.01, 100))
+    cheap = _row("cheap", 1.1, 0.90, np.full(100, 0.90))
+    dear = _row("dear", 3.0, 0.60, np.full(100, 0.60))
+    pick, why = choose([best, cheap, dear])
+    assert pick is best and why.startswith("no setting at <= 1.3")
+    assert "+0.100" in why  # against the dearer best on A
+
+
+def test_choose_has_no_paired_note_when_the_best_is_cheap():
+    best = _row("best", 1.1, 0.70, np.full(100, 0.70))
+    other = _row("other", 2.0, 0.75, np.full(100, 0.75))
+    pick, why = choose([other, best])
+    assert pick is best and "paired" not in why
+
+
+def _bench(name, labels, drift, norm):
+    return SimpleNamespace(bb=SimpleNamespace(name=name), labels=labels, raw_norm=np.asarray(norm),
+                           mean_drift=lambda specs: np.asarray(drift, float))
+
+
+def test_cross_rows_put_the_recogniser_own_prefiqs_first_and_add_the_others():
+    labels = ["a", "a", "b"]
+    d = _bench("dlib_resnet29", labels, [0.2, 0.4, 0.6], [1, 2, 3])
+    s = _bench("sface", labels, [0.6, 0.2, 0.0], [30, 20, 10])
+    rows = cross_rows([d, s], s)
+    assert list(rows) == ["sface PreFIQs (its default)", "sface embedding norm",
+                          "dlib_resnet29 PreFIQs (its default)", "dlib_resnet29 embedding norm"]
+    assert np.allclose(rows["sface PreFIQs (its default)"], [0.7, 0.9, 1.0])
+    assert np.allclose(rows["dlib_resnet29 embedding norm"], [1, 2, 3])
+
+
+def test_cross_rows_refuse_different_face_lists():
+    d = _bench("dlib_resnet29", ["a", "b"], [0.1, 0.2], [1, 2])
+    s = _bench("sface", ["a", "c"], [0.1, 0.2], [1, 2])
+    with pytest.raises(SystemExit, match="face lists differ"):
+        cross_rows([d, s], d)
+
+
+def test_activation_masks_rank_weights_by_magnitude_times_input_norm():
+    import torch
+    from activation_pruning import activation_masks, input_norms
+
+    torch.manual_seed(0)
+    tail = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 5 * 5, 6))
+    acts = torch.randn(7, 3, 5, 5) * torch.tensor([0.1, 1.0, 10.0]).view(1, 3, 1, 1)
+    norms = input_norms(tail, acts, batch=3)
+    assert torch.allclose(norms["0"], acts.double().pow(2).sum(dim=(0, 2, 3)).sqrt().float())
+    flat_in = tail[1](tail[0](acts)).detach()
+    assert torch.allclose(norms["2"], flat_in.double().pow(2).sum(0).sqrt().float(), rtol=1e-5)
+    # global: the same number removed as a direct top-k over |W| × ‖x_j‖ of both layers
+    masks = activation_masks(tail, norms, 0.5, "global")
+    s0 = tail[0].weight.detach().abs() * norms["0"].clone().view(1, 3, 1, 1)
+    s2 = tail[2].weight.detach().abs() * norms["2"].clone().view(1, -1)
+    flat = torch.cat([s0.reshape(-1), s2.reshape(-1)])
+    cut = torch.sort(flat).values[round(0.5 * flat.numel()) - 1]
+    assert torch.equal(masks["0"], s0 > cut) and torch.equal(masks["2"], s2 > cut)
+    # channel 0's inputs are 100x smaller than channel 2's: its weights go first
+    assert masks["0"][:, 0].float().mean() < masks["0"][:, 2].float().mean()
+    # row: half of every output unit's weights, whatever the other units hold
+    rows = activation_masks(tail, norms, 0.5, "row")
+    assert all(int((~r).sum()) == round(0.5 * r.numel()) for r in rows["2"])
+    with pytest.raises(ValueError, match="unknown mode"):
+        activation_masks(tail, norms, 0.5, "columns")
