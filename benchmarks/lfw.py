@@ -147,9 +147,10 @@ class LFWBench:
     def drift(self, spec) -> np.ndarray:
         return np.linalg.norm(self.dense - self.pruned(spec), axis=1)
 
-    def mean_drift(self, specs) -> np.ndarray:
+    def mean_drift(self, specs, members: dict | None = None) -> np.ndarray:
         """PreFIQs' drift for a list of copies (their mean), kept on disk beside the dense embeddings
-        so that the small studies do not re-run the pruned tails."""
+        so that a re-run does not re-run the pruned tails; ``members`` (copy → drift) lets settings
+        of one run share their copies."""
         label = format_prune(specs)
         saved = self.faces.cache / (f"drift_{self.bb.name}_{self.bb.source_sha256[:12]}_"
                                     f"{hashlib.sha1(label.encode()).hexdigest()[:12]}.npy")
@@ -157,7 +158,11 @@ class LFWBench:
             d = np.load(saved)
             if len(d) == len(self.chips):
                 return d
-        d = np.mean([self.drift(s) for s in specs], axis=0)
+        members = {} if members is None else members
+        for s in specs:
+            if s not in members:
+                members[s] = self.drift(s)
+        d = np.mean([members[s] for s in specs], axis=0)
         np.save(saved, d)
         return d
 
@@ -297,10 +302,7 @@ def run(bench: LFWBench, settings: dict, baselines: dict, full: bool = True) -> 
     drift_cache: dict = {}
     for label, specs in settings.items():
         t = time.time()
-        for s in specs:
-            if s not in drift_cache:
-                drift_cache[s] = bench.drift(s)
-        q = 1 - np.mean([drift_cache[s] for s in specs], axis=0) / 2
+        q = quality_from_drift(bench.mean_drift(specs, drift_cache))
         rows.append(_row(bench, label, "prefiqs", q, bench.cost(specs), full, time.time() - t))
     for name, m in baselines.items():
         t = time.time()

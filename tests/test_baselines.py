@@ -108,6 +108,42 @@ def test_grafiqs_by_hand():
     np.testing.assert_allclose(GraFIQs(tiny_bn()).score(c), [-9.0, -9.0], rtol=1e-6)
 
 
+def test_grafiqs_reads_any_batch_norm_of_a_feature_map_and_leaves_flat_ones_out():
+    # the ONNX converter's rank-free BatchNorm (SFace's) in place of BatchNorm2d, and a batch norm
+    # of the flat output, which has no (H, W) to average over: the same 9 as by hand
+    from prefiqs_core.backbones.onnx_convert import BatchNorm
+
+    conv = nn.Conv2d(3, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, 2.0, 0.0]).view(1, 3, 1, 1))
+    flat_bn = nn.BatchNorm1d(2).eval()
+    with torch.no_grad():
+        flat_bn.running_mean.fill_(5.0)  # would change the loss if it were counted
+    net = nn.Sequential(conv, BatchNorm(1), nn.Flatten(), nn.Linear(4, 2), flat_bn)
+    c = np.zeros((2, 2, 2, 3), np.uint8)
+    c[0, :, :, 0] = [[0, 1], [2, 3]]
+    c[1] = c[0]
+    np.testing.assert_allclose(GraFIQs(from_module(net, Preprocess(size=2), name="onnx_bn")).score(c),
+                               [-9.0, -9.0], rtol=1e-6)
+    only_flat = nn.Sequential(nn.Flatten(), nn.Linear(12, 2), nn.BatchNorm1d(2).eval())
+    with pytest.raises(ValueError, match="sees a feature map"):
+        GraFIQs(from_module(only_flat, Preprocess(size=2), name="flat")).score(c)
+
+
+def test_grafiqs_runs_on_sface(real_chips):
+    from PIL import Image
+    from prefiqs_core.backbones import load_backbone
+
+    bb = load_backbone("sface")
+    assert "grafiqs" in available_methods(bb, ["grafiqs"])
+    chips = np.stack([np.asarray(Image.fromarray(c).resize((112, 112), Image.BILINEAR)) for c in real_chips[:3]])
+    m = GraFIQs(bb, batch_size=2)
+    q = m.score(chips)
+    assert q.shape == (3,) and np.isfinite(q).all() and (q < 0).all()
+    np.testing.assert_allclose(m.score(chips[1:]), q[1:], rtol=1e-4)  # per-face statistics
+    assert len({round(float(v), 8) for v in q}) == 3  # each face its own value
+
+
 def test_grafiqs_refuses_dlib(dlib_backbone):
     with pytest.raises(ValueError, match="BatchNorm2d.*'dlib_resnet29'"):
         GraFIQs(dlib_backbone)

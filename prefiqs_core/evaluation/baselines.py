@@ -211,10 +211,13 @@ class SERFIQ(_NetworkMethod):
         return super().config() | {"T": self.T, "p": self.p, "seed": self.seed, "layer": self.head_name}
 
 
-def bn_layers_with_stats(net: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
-    """The ``BatchNorm2d`` layers that carry running statistics (GraFIQs needs them)."""
+def bn_layers_with_stats(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The batch-norm layers that carry running statistics (GraFIQs needs them): ``BatchNorm2d``,
+    and any other ``_BatchNorm`` such as the ONNX converter's rank-free ``BatchNorm`` (SFace).
+    Which of them see feature maps is known only in the forward pass: GraFIQs uses those."""
     return [(n, m) for n, m in net.named_modules()
-            if isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.running_mean is not None]
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            and m.running_mean is not None]
 
 
 class GraFIQs(_NetworkMethod):
@@ -228,8 +231,9 @@ class GraFIQs(_NetworkMethod):
     official code uses batch size 1); since the network is in eval mode faces do not interact,
     so a whole batch is differentiated at once.
 
-    Only networks with BatchNorm2d running statistics qualify (iResNet, MagFace); dlib's ResNet
-    has fixed affine layers instead and is refused with ``ValueError``.
+    Only networks with batch-norm running statistics on feature maps qualify (iResNet, MagFace,
+    SFace; a batch norm of a flat vector, such as an embedding's, has no (H, W) to average over and
+    is left out); dlib's ResNet has fixed affine layers instead and is refused with ``ValueError``.
     """
 
     name = "GraFIQs"
@@ -252,6 +256,9 @@ class GraFIQs(_NetworkMethod):
             with torch.enable_grad():
                 x = x.detach().clone().requires_grad_(True)
                 self.net(x)
+                captured = [(mod, z) for mod, z in captured if z.dim() == 4]
+                if not captured:
+                    raise ValueError(f"GraFIQs: no batch norm of {self.backbone.name!r} sees a feature map")
                 loss = sum(_bns_loss(mod, z) for mod, z in captured) / len(captured)
                 (grad,) = torch.autograd.grad(loss.sum(), x)
         finally:
