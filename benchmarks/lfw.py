@@ -38,7 +38,7 @@ from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation import edc, pauc  # noqa: E402
 from prefiqs_core.evaluation.lfw import (FaceSet, PairSet, impostor_qualities, people_bootstrap,  # noqa: E402
                               people_halves, threshold_at, weighted_pauc)
-from prefiqs_core.pruning import format_prune, parse_prune, prune_tail  # noqa: E402
+from prefiqs_core.pruning import format_prune, parse_prune, prune_tail, short_prune  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
 from prefiqs_core.sensitivity import tail_jvp  # noqa: E402
 from prefiqs_core.trunk import run_stages, stage_macs, stages_of, start_index  # noqa: E402
@@ -335,6 +335,17 @@ def table(rows, default_label=None) -> str:
     return "\n".join(lines)
 
 
+def display_label(label: str) -> str:
+    """A row's label for a legend: seed copies written once (``short_prune``); a trailing
+    "(...)" note and baselines' names stay as they are."""
+    base, sep, rest = label.partition(" (")
+    try:
+        base = short_prune(parse_prune(base))
+    except ValueError:
+        pass
+    return base + sep + rest
+
+
 def plot(bench: LFWBench, rows, path, half="B", fmr=1e-3):
     """EDC curves (fixed threshold) of the given rows on one half."""
     import matplotlib
@@ -351,7 +362,8 @@ def plot(bench: LFWBench, rows, path, half="B", fmr=1e-3):
         kept_err = err.sum() - np.r_[0, np.cumsum(err)]
         x = np.arange(n + 1) / n
         y = np.divide(kept_err, n - np.arange(n + 1), out=np.zeros(n + 1), where=np.arange(n + 1) < n)
-        ax.plot(x[:-1], y[:-1], label=f"{r['label']} ({r['B']:.2f})", lw=2 if r["kind"] == "prefiqs" else 1.2)
+        ax.plot(x[:-1], y[:-1], label=f"{display_label(r['label'])} ({r['B']:.2f})",
+                lw=2 if r["kind"] == "prefiqs" else 1.2)
     ax.set_xlim(0, 0.3)
     top = max(float(np.max(line.get_ydata()[line.get_xdata() <= 0.3])) for line in ax.get_lines())
     ax.set_ylim(0, 1.1 * top)

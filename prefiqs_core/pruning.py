@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -109,6 +109,21 @@ def parse_prune(text: str) -> list[PruneSpec]:
 def format_prune(specs) -> str:
     """The spec string of one or several copies (inverse of :func:`parse_prune`)."""
     return ",".join(s.label() for s in ([specs] if isinstance(specs, PruneSpec) else specs))
+
+
+def short_prune(specs) -> str:
+    """A display label: copies that differ only in their random seed are written once, with the seed
+    range and the number of copies (``random@0.3/s0…s7+from:pre_fc1 ×8``); anything else is
+    :func:`format_prune`. Not a spec string: parse the full one."""
+    specs = [specs] if isinstance(specs, PruneSpec) else list(specs)
+    seeds = sorted(s.seed for s in specs)
+    if (len(specs) > 1 and len({replace(s, seed=0) for s in specs}) == 1
+            and seeds == list(range(seeds[0], seeds[0] + len(specs)))):
+        first = specs[0].label()
+        head, _, tail = first.partition("+")
+        head = head.split("/s")[0] + f"/s{seeds[0]}…s{seeds[-1]}"
+        return head + ("+" + tail if tail else "") + f" ×{len(specs)}"
+    return format_prune(specs)
 
 
 @dataclass

@@ -109,3 +109,14 @@ def test_activation_masks_rank_weights_by_magnitude_times_input_norm():
     assert all(int((~r).sum()) == round(0.5 * r.numel()) for r in rows["2"])
     with pytest.raises(ValueError, match="unknown mode"):
         activation_masks(tail, norms, 0.5, "columns")
+
+
+def test_display_label_shortens_seed_copies_and_keeps_notes_and_baselines():
+    from lfw import display_label
+
+    eight = ",".join(f"random@0.3/s{i}+from:pre_fc1" for i in range(8))
+    assert display_label(eight) == "random@0.3/s0…s7+from:pre_fc1 ×8"
+    assert display_label("global_l1@0.5+from:conv_14_dw_conv2d (previous default)") == \
+        "global_l1@0.5+from:conv_14_dw_conv2d (previous default)"
+    assert display_label("embedding_norm") == "embedding_norm"
+    assert display_label("random") == "random"

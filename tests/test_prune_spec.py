@@ -85,3 +85,15 @@ def test_cli_scores_with_the_spec_it_prints_and_stores(tmp_path, dlib_backbone, 
     assert np.allclose(got, want, atol=1e-5)
     with pytest.raises(SystemExit, match="unknown split point 'blocks.99'"):
         main(["score", str(d), "--aligned", "--backbone", "dlib_resnet29", "--out", str(out), "--prune", "global_l1@0.5+from:blocks.99"])
+
+
+def test_short_label_writes_seed_copies_once():
+    from prefiqs_core.pruning import short_prune
+
+    eight = parse_prune(",".join(f"random@0.3/s{i}+from:pre_fc1" for i in range(8)))
+    assert short_prune(eight) == "random@0.3/s0…s7+from:pre_fc1 ×8"
+    assert short_prune(parse_prune("random@0.1/s3,random@0.1/s4")) == "random@0.1/s3…s4 ×2"
+    for other in ("global_l1@0.7+from:blocks.12", "global_l1@0.5,layerwise_l1@0.1",
+                  "random@0.3/s0,random@0.3/s2",  # not a run of seeds
+                  "random@0.3/s0+from:blocks.12,random@0.3/s1+from:blocks.13"):
+        assert short_prune(parse_prune(other)) == format_prune(parse_prune(other))
