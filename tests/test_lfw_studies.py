@@ -120,3 +120,13 @@ def test_display_label_shortens_seed_copies_and_keeps_notes_and_baselines():
         "global_l1@0.5+from:conv_14_dw_conv2d (previous default)"
     assert display_label("embedding_norm") == "embedding_norm"
     assert display_label("random") == "random"
+
+
+def test_top_people_share_counts_errors_of_the_worst_people():
+    from cross_backbone import top_people_share
+
+    person = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3])
+    errors = np.array([1, 1, 1, 1, 0, 1, 0, 0, 0], float)  # person 0: 3, 1: 1, 2: 1
+    assert top_people_share(person, errors, top=1) == pytest.approx(3 / 5)
+    assert top_people_share(person, errors, top=2) == pytest.approx(4 / 5)
+    assert top_people_share(person, np.zeros(9), top=2) == 0.0
