@@ -45,6 +45,7 @@ def mirrored(bench: LFWBench) -> LFWBench:
     m = copy.copy(bench)
     m.chips = np.ascontiguousarray(bench.chips[:, :, ::-1])
     m._acts = {}
+    m.variant = "mirror"
     name = f"dense_mirror_{bench.bb.name}_{bench.bb.source_sha256[:12]}.npy"
     m.dense = m._dense_embeddings(bench.faces.cache / name)
     return m
@@ -74,8 +75,8 @@ def distances(bench: LFWBench, mirror: LFWBench, specs) -> dict[str, np.ndarray]
     (dense photo vs dense mirror)."""
     dense_avg = _unit(bench.dense + mirror.dense)
     return {
-        "photo": np.mean([bench.drift(s) for s in specs], axis=0),
-        "mirror": np.mean([mirror.drift(s) for s in specs], axis=0),
+        "photo": bench.mean_drift(specs),
+        "mirror": mirror.mean_drift(specs),
         "averaged": np.mean([np.linalg.norm(
             dense_avg - _unit(bench.pruned(s) + mirror.pruned(s)), axis=1)
             for s in specs], axis=0),

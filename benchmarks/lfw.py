@@ -66,6 +66,8 @@ class Half:
 class LFWBench:
     """Dense embeddings once; then any pruning setting or baseline costs only its own forwards."""
 
+    variant = ""  # names what the chips are when they are not the photos themselves (cache files)
+
     def __init__(self, root, backbone, cache_dir, max_per_person: int = 20, split_seed: int = 0,
                  reps: int = 1000, batch: int = 64, log=print, max_people: int | None = None):
         self.bb, self.batch, self.log = backbone, batch, log
@@ -152,7 +154,9 @@ class LFWBench:
         so that a re-run does not re-run the pruned tails; ``members`` (copy → drift) lets settings
         of one run share their copies."""
         label = format_prune(specs)
-        saved = self.faces.cache / (f"drift_{self.bb.name}_{self.bb.source_sha256[:12]}_"
+        # a bench over other chips than the photos (the mirror images) keeps its drift under its own name
+        variant = f"{self.variant}_" if self.variant else ""
+        saved = self.faces.cache / (f"drift_{variant}{self.bb.name}_{self.bb.source_sha256[:12]}_"
                                     f"{hashlib.sha1(label.encode()).hexdigest()[:12]}.npy")
         if saved.exists():
             d = np.load(saved)

@@ -60,3 +60,28 @@ def test_feature_flip_distance_mirrors_the_activation_at_the_split():
         d = feature_flip_distance(bench, "tail")
         assert d.shape == (5,)
         assert np.allclose(d, 0, atol=1e-6) if invariant else np.all(d > 1e-3)
+
+
+def test_mirror_drift_is_cached_apart_from_the_photo_drift(tmp_path, monkeypatch):
+    """The mirrored bench shares the photo bench's cache folder and backbone: its drift must get its own
+    file, or a re-run would read the photo's drift back as the mirror's."""
+    from types import SimpleNamespace
+    from flip_drift import mirrored
+    from lfw import LFWBench
+    from prefiqs_core.pruning import parse_prune
+
+    bench = LFWBench.__new__(LFWBench)
+    bench.faces = SimpleNamespace(cache=tmp_path)
+    bench.bb = SimpleNamespace(name="net", source_sha256="0" * 64)
+    bench.chips = np.arange(3 * 4 * 4 * 3, dtype=np.uint8).reshape(3, 4, 4, 3)
+    bench._acts = {}
+    bench._dense_embeddings = lambda path: np.eye(3)
+    # the drift of a face is read from its chip, so the photo and its mirror differ
+    monkeypatch.setattr(LFWBench, "drift", lambda self, spec: self.chips[:, 0, 0, 0].astype(float))
+    mirror = mirrored(bench)
+    specs = parse_prune("global_l1@0.5")
+    photo_d, mirror_d = bench.mean_drift(specs), mirror.mean_drift(specs)
+    assert not np.allclose(photo_d, mirror_d)
+    assert len(list(tmp_path.glob("drift_*.npy"))) == 2
+    # read back from disk, each is its own
+    assert np.allclose(bench.mean_drift(specs), photo_d) and np.allclose(mirror.mean_drift(specs), mirror_d)
