@@ -96,6 +96,15 @@ class LFWBench:
                              for h in self.halves.values())
                  + f" ({time.time() - t0:.0f} s)")
 
+    def add_all_people(self, seed: int = 3) -> Half:
+        """A third 'half', ``all``: every person, one threshold over all impostor pairs (how a table
+        over the whole folder, with no split, is measured)."""
+        h = Half("all", PairSet.build(self.dense, self.labels, np.ones(len(self.labels), bool)))
+        h.thresholds = {f: threshold_at(h.pairs.impostor, f) for f in FMRS}
+        h.boot = people_bootstrap(h.pairs.person, h.pairs.n_people, self.halves["A"].boot.shape[0], seed)
+        self.halves["all"] = h
+        return h
+
     # ---- embeddings ---------------------------------------------------------------------------
     def _batches(self):
         for i in range(0, len(self.chips), self.batch):
@@ -250,13 +259,15 @@ def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False, extra=
         ap.add_argument("--prune", default=None, help="pruning spec string (default: the backbone's default)")
     ap.add_argument("--cache", default="out/lfw/cache", help="the LFW benchmark's cache (default: %(default)s)")
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
+    ap.add_argument("--max-people", type=int, help="only the first N people (a quick run)")
     if extra is not None:
         extra(ap)
     args = ap.parse_args(argv)
     if not Path(args.folder).is_dir():
         raise SystemExit(f"error: identity folder {args.folder} not found (give the LFW development folder's path)")
-    return args, LFWBench(Path(args.folder), load_backbone(args.backbone), Path(args.cache), reps=args.reps,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    return args, LFWBench(Path(args.folder), load_backbone(args.backbone), Path(args.cache),
+                          getattr(args, "max_per_person", 20), reps=args.reps,
+                          log=lambda m: print(m, file=sys.stderr, flush=True), max_people=args.max_people)
 
 
 def paired_interval(reps: np.ndarray, reps_ref: np.ndarray) -> tuple[float, float, float]:
@@ -267,18 +278,21 @@ def paired_interval(reps: np.ndarray, reps_ref: np.ndarray) -> tuple[float, floa
     return float(lo), float(hi), float(np.mean(d[~np.isnan(d)] < 0))
 
 
-def print_halves_table(bench: "LFWBench", qualities: dict) -> None:
-    """One markdown row per quality: nAUC20 on halves A and B with their bootstrap 95 % intervals, and
-    the difference from the first row with its paired interval (same resampled people; negative =
-    better than the first row; P = share of resamples where it is better)."""
+def print_halves_table(bench: "LFWBench", qualities: dict, halves=("A", "B")) -> None:
+    """One markdown row per quality: nAUC20 on halves A and B (or ``halves``) with their bootstrap
+    95 % intervals, and the difference from the first row with its paired interval (same resampled
+    people; negative = better than the first row; P = share of resamples where it is better)."""
     ref = next(iter(qualities.values()))
     # the first row's replicates once per half; every row's own replicates serve both its columns
-    ref_boot = {half: bench.nauc(ref, half, boot=True) for half in ("A", "B")}
-    print("| quality | A: nAUC20 (95 % CI) | A: Δ vs first row (paired 95 % CI; P better) | "
-          "B: nAUC20 (95 % CI) | B: Δ vs first row (paired) |\n|---|---|---|---|---|")
+    ref_boot = {half: bench.nauc(ref, half, boot=True) for half in halves}
+    head = ["quality"]
+    for i, half in enumerate(halves):
+        head += [f"{half}: nAUC20 (95 % CI)",
+                 f"{half}: Δ vs first row (paired" + (" 95 % CI; P better)" if i == 0 else ")")]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for name, q in qualities.items():
         cells = []
-        for half in ("A", "B"):
+        for half in halves:
             v, reps = bench.nauc(q, half, boot=True)
             lo, hi = np.nanpercentile(reps, [2.5, 97.5])
             cells.append(f"{v:.3f} ({lo:.3f}–{hi:.3f})")

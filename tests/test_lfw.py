@@ -98,3 +98,17 @@ def test_lfw_benchmark_end_to_end_on_a_few_people(tmp_path):
         assert f"| {row} |" in table
     assert "half A: 20 people" in p.stderr and "no detected face" in p.stderr
     assert (tmp_path / "lfw_edc_dlib_resnet29.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not LFW.is_dir(), reason=f"LFW development folder not at {LFW} (CI has it)")
+def test_whole_set_table_on_a_few_people(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "whole_set.py"), str(LFW), "--max-people", "40",
+                        "--max-per-person", "4", "--reps", "50", "--cache", str(tmp_path)],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = [x for x in p.stdout.splitlines() if x.startswith("| ")]
+    assert lines[0].startswith("| quality | all: nAUC20") and "| B: nAUC20" in lines[0]
+    names = [x.split(" | ")[0][2:] for x in lines[1:]]
+    assert names == ["global_l1@0.7+from:blocks.12 (the default)", "global_l1@0.5", "layerwise_l1@0.1",
+                     "ln_structured@0.05+keepfirst+keeplast", "random", "sharpness", "embedding norm"]
+    assert "all people 40," in p.stdout

@@ -130,3 +130,49 @@ def test_top_people_share_counts_errors_of_the_worst_people():
     assert top_people_share(person, errors, top=1) == pytest.approx(3 / 5)
     assert top_people_share(person, errors, top=2) == pytest.approx(4 / 5)
     assert top_people_share(person, np.zeros(9), top=2) == 0.0
+
+
+def _toy_bench(n_people=6, per=3, dim=8, seed=0):
+    """An LFWBench over random unit embeddings (no photos): halves, thresholds and weights built as
+    the real one builds them."""
+    from lfw import FMRS, Half, LFWBench
+    from prefiqs_core.evaluation.lfw import PairSet, people_bootstrap, people_halves, threshold_at
+
+    rng = np.random.default_rng(seed)
+    labels = [f"p{i}" for i in range(n_people) for _ in range(per)]
+    e = rng.normal(size=(len(labels), dim))
+    bench = LFWBench.__new__(LFWBench)
+    bench.labels, bench.dense = labels, e / np.linalg.norm(e, axis=1, keepdims=True)
+    bench.halves = {}
+    for name, mask, s in zip("AB", people_halves(labels, 0), (1, 2)):
+        h = Half(name, PairSet.build(bench.dense, labels, mask))
+        h.thresholds = {f: threshold_at(h.pairs.impostor, f) for f in FMRS}
+        h.boot = people_bootstrap(h.pairs.person, h.pairs.n_people, 20, s)
+        bench.halves[name] = h
+    return bench
+
+
+def test_all_people_holds_both_halves_genuine_pairs_and_the_impostors_between_them():
+    bench = _toy_bench()
+    a, b = bench.halves["A"].pairs, bench.halves["B"].pairs
+    h = bench.add_all_people()
+    assert h.pairs.n_people == 6 and bench.halves["all"] is h
+    assert len(h.pairs.genuine) == len(a.genuine) + len(b.genuine) == 6 * 3
+    # every pair of faces of different people: within A, within B, and across
+    assert len(h.pairs.impostor) == 18 * 15 // 2 == len(a.impostor) + len(b.impostor) + 9 * 9
+    assert h.boot.shape[0] == bench.halves["A"].boot.shape[0]
+    assert set(h.thresholds) == {1e-3, 1e-4}
+
+
+def test_halves_table_prints_the_halves_asked_for(capsys):
+    from lfw import print_halves_table
+
+    bench = _toy_bench()
+    bench.add_all_people()
+    q = np.arange(18, dtype=float)
+    print_halves_table(bench, {"first": q, "reversed": -q}, halves=("all", "A", "B"))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| quality | all: nAUC20") and "| B: Δ vs first row (paired) |" in lines[0]
+    assert lines[1] == "|" + "---|" * 7 and len(lines) == 4
+    assert lines[2].count("| – |") == 3  # the first row has no difference from itself
+    assert lines[3].startswith("| reversed |") and lines[3].count("|") == 8
