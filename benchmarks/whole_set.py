@@ -6,8 +6,8 @@ backbone's default, on the same resampled people).
     python benchmarks/whole_set.py ../shared/data/lfw_dev [--backbone dlib_resnet29] [--max-per-person 20]
 
 Why: a table over the whole folder (one threshold over every impostor pair, no split) is how a first
-look at a folder is usually measured, and how the figures that set the project's 0.80 target for dlib
-were taken. The halves split the same pairs by person, so ``all`` lies near their mean, weighted by
+look at a folder is usually measured, and how the first look that set the project's 0.80 target for
+dlib was reported (its exact protocol was not recorded; README, "The 0.80 target, re-measured"). The halves split the same pairs by person, so ``all`` lies near their mean, weighted by
 their errors. ``--max-per-person 0`` keeps every photo (a few people then hold most genuine pairs).
 """
 from __future__ import annotations
