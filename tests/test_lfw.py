@@ -50,6 +50,27 @@ def test_bootstrap_weights_equal_repeating_the_pairs():
     assert weights.shape == (7, 50) and (weights.sum(1) == weights.sum(1)[0]).all()
 
 
+def test_weighted_pauc_in_chunks_of_replicates_equals_all_at_once(monkeypatch):
+    """Replicates are computed a few rows at a time (bounded memory); any chunk size gives the same
+    areas and FNMR@0 as one pass over every replicate."""
+    import prefiqs_core.evaluation.lfw as lfw_mod
+
+    rng = np.random.default_rng(3)
+    q, err = rng.uniform(size=300), (rng.uniform(size=300) < 0.2).astype(float)
+    w = people_bootstrap(rng.integers(0, 30, 300), 30, reps=11, seed=1)
+    monkeypatch.setattr(lfw_mod, "WEIGHTED_PAUC_ELEMENTS", 10 ** 9)
+    whole = weighted_pauc(q, err, w)
+    for elements in (1, 300, 900, 3000):  # one replicate, one, three and ten per chunk
+        monkeypatch.setattr(lfw_mod, "WEIGHTED_PAUC_ELEMENTS", elements)
+        a, e0 = weighted_pauc(q, err, w)
+        assert a.shape == e0.shape == (11,)
+        # equal up to the order of float additions (summation blocks differ with the array's shape)
+        np.testing.assert_allclose(a, whole[0], rtol=1e-12)
+        np.testing.assert_allclose(e0, whole[1], rtol=1e-12)
+        # each replicate on its own gives its row too
+        np.testing.assert_allclose(weighted_pauc(q, err, w[4])[0], whole[0][4:5], rtol=1e-12)
+
+
 def test_pairs_are_every_genuine_and_impostor_pair_of_the_half():
     rng = np.random.default_rng(2)
     labels = [f"p{i}" for i in rng.integers(0, 9, 60)]

@@ -286,8 +286,21 @@ def weighted_pauc(quality: np.ndarray, errors: np.ndarray, weights: np.ndarray, 
     Returns ``(B,)`` areas (a scalar array for 1-D weights) and the FNMR at 0 discard.
     """
     order = np.argsort(quality, kind="stable")
-    w = np.atleast_2d(np.asarray(weights, np.float64))[:, order]
+    w_all = np.atleast_2d(np.asarray(weights))
     err = np.asarray(errors, np.float64)[order]
+    # a few replicates at a time: each step holds several (rows, P) temporaries, which over all
+    # replicates of a folder with every photo kept (200k pairs x 1000) would take tens of GiB
+    rows = max(1, WEIGHTED_PAUC_ELEMENTS // max(1, w_all.shape[1]))
+    parts = [_weighted_pauc_rows(w_all[i:i + rows][:, order].astype(np.float64), err, limit)
+             for i in range(0, len(w_all), rows)]
+    return np.concatenate([a for a, _ in parts]), np.concatenate([e for _, e in parts])
+
+
+WEIGHTED_PAUC_ELEMENTS = 1 << 22  # weights per chunk of replicates in weighted_pauc (32 MiB of float64)
+
+
+def _weighted_pauc_rows(w: np.ndarray, err: np.ndarray, limit: float):
+    """:func:`weighted_pauc` for rows of weights already in discard order."""
     total = w.sum(1, keepdims=True)
     kept_w = total - np.concatenate([np.zeros((len(w), 1)), np.cumsum(w, 1)], 1)  # before each step
     kept_e = (w * err).sum(1, keepdims=True) - np.concatenate([np.zeros((len(w), 1)), np.cumsum(w * err, 1)], 1)
@@ -298,7 +311,7 @@ def weighted_pauc(quality: np.ndarray, errors: np.ndarray, weights: np.ndarray, 
     x_next = np.concatenate([x[:, 1:], np.ones((len(w), 1))], 1)
     seg = np.clip(np.minimum(x_next, limit) - np.minimum(x, limit), 0, None)
     area = (seg * y).sum(1)
-    return area, y[:, 0]
+    return area, y[:, 0].copy()  # not a view: it would keep every chunk's (rows, P) curve alive
 
 
 def people_counts(n_people: int, reps: int = 1000, seed: int = 0) -> np.ndarray:
@@ -311,5 +324,6 @@ def people_counts(n_people: int, reps: int = 1000, seed: int = 0) -> np.ndarray:
 
 def people_bootstrap(person: np.ndarray, n_people: int, reps: int = 1000, seed: int = 0) -> np.ndarray:
     """``(reps, P)`` pair weights: each replicate draws ``n_people`` people with replacement and
-    weights every genuine pair by how often its person was drawn."""
-    return people_counts(n_people, reps, seed)[:, person].astype(np.float64)
+    weights every genuine pair by how often its person was drawn (float32 holds these counts
+    exactly, at half the memory of float64)."""
+    return people_counts(n_people, reps, seed).astype(np.float32)[:, person]
