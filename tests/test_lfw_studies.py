@@ -176,3 +176,12 @@ def test_halves_table_prints_the_halves_asked_for(capsys):
     assert lines[1] == "|" + "---|" * 7 and len(lines) == 4
     assert lines[2].count("| – |") == 3  # the first row has no difference from itself
     assert lines[3].startswith("| reversed |") and lines[3].count("|") == 8
+
+
+def test_bootstrap_memory_benchmark_prints_its_figures(capsys):
+    from bootstrap_memory import main
+
+    main(["--pairs", "3000", "--people", "40", "--reps", "25"])
+    out = capsys.readouterr().out
+    assert out.startswith("3000 genuine pairs, 40 people, 25 replicates: weights ")
+    assert "(float32); peak resident " in out and "mean pAUC 0." in out
