@@ -132,7 +132,7 @@ def test_top_people_share_counts_errors_of_the_worst_people():
     assert top_people_share(person, np.zeros(9), top=2) == 0.0
 
 
-def _toy_bench(n_people=6, per=3, dim=8, seed=0):
+def _toy_bench(n_people=6, per=3, dim=8, seed=0, noise=None):
     """An LFWBench over random unit embeddings (no photos): halves, thresholds and weights built as
     the real one builds them."""
     from lfw import FMRS, Half, LFWBench
@@ -141,6 +141,8 @@ def _toy_bench(n_people=6, per=3, dim=8, seed=0):
     rng = np.random.default_rng(seed)
     labels = [f"p{i}" for i in range(n_people) for _ in range(per)]
     e = rng.normal(size=(len(labels), dim))
+    if noise is not None:  # each person's faces around their own centre: some genuine pairs match
+        e = np.repeat(rng.normal(size=(n_people, dim)), per, axis=0) + noise * e
     bench = LFWBench.__new__(LFWBench)
     bench.labels, bench.dense = labels, e / np.linalg.norm(e, axis=1, keepdims=True)
     bench.halves = {}
@@ -185,3 +187,18 @@ def test_bootstrap_memory_benchmark_prints_its_figures(capsys):
     out = capsys.readouterr().out
     assert out.startswith("3000 genuine pairs, 40 people, 25 replicates: weights ")
     assert "(float32); peak resident " in out and "mean pAUC 0." in out
+
+
+def test_split_spread_seed_zero_is_the_benchmarks_own_halves():
+    from whole_set import split_spread
+
+    bench = _toy_bench(n_people=40, per=4, dim=16, noise=0.6)
+    rng = np.random.default_rng(5)
+    qualities = {"q": rng.uniform(size=160), "r": rng.uniform(size=160)}
+    spread = split_spread(bench, qualities, range(3))
+    assert set(spread) == {"q", "r"} and all(v.shape == (6,) for v in spread.values())
+    for name, q in qualities.items():
+        assert spread[name][:2] == pytest.approx([bench.nauc(q, "A"), bench.nauc(q, "B")], abs=1e-12)
+    # other seeds split the people differently, so their halves give other figures
+    assert 0 < bench.halves["A"].errors(1e-3).mean() < 1
+    assert len(set(np.round(spread["q"], 12))) > 2
