@@ -4,6 +4,7 @@ fixed threshold, FMR 1e-3, people-level bootstrap 95 % intervals; Δ against the
 backbone's default, on the same resampled people).
 
     python benchmarks/whole_set.py ../shared/data/lfw_dev [--backbone dlib_resnet29] [--max-per-person 20]
+    python benchmarks/whole_set.py ../shared/data/lfw_dev --backbone sface --reference "" --splits 20
 
 Why: a table over the whole folder (one threshold over every impostor pair, no split) is how a first
 look at a folder is usually measured, and how the first look that set the project's 0.80 target for
@@ -14,6 +15,7 @@ benchmark's A/B): how much one half's figure moves with the split alone.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from lfw import LFWBench, halves_bench, print_halves_table  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation.baselines import make_method  # noqa: E402
 from prefiqs_core.evaluation.lfw import PairSet, people_halves, threshold_at, weighted_pauc  # noqa: E402
-from prefiqs_core.pruning import format_prune, parse_prune  # noqa: E402
+from prefiqs_core.pruning import parse_prune, short_prune  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
 
 # the whole-network settings of the first LFW look, and dlib's default before LFW chose one
@@ -39,7 +41,7 @@ def rows(bench: LFWBench, reference=None) -> dict[str, np.ndarray]:
     """Qualities by name (higher = better): the default first, then the reference prunings and the
     baselines."""
     name = bench.bb.name
-    out = {f"{format_prune(default_pruning(name))} (the default)":
+    out = {f"{short_prune(default_pruning(name))} (the default)":
            quality_from_drift(bench.mean_drift(default_pruning(name)))}
     for spec in REFERENCE.get(name, ()) if reference is None else reference:
         out[spec] = quality_from_drift(bench.mean_drift(parse_prune(spec)))
@@ -63,16 +65,31 @@ def split_spread(bench: LFWBench, qualities: dict, seeds, fmr: float = 1e-3, lim
     return {name: np.array(v) for name, v in out.items()}
 
 
+def _reference_specs(text: str) -> list[str]:
+    """``--reference``: spec strings separated by ';' (a spec may hold several copies, with commas);
+    each is checked before any face is loaded."""
+    specs = [x.strip() for x in text.split(";") if x.strip()]
+    for spec in specs:
+        try:
+            parse_prune(spec)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return specs
+
+
 def main(argv=None):
     def options(ap):
         ap.add_argument("--max-per-person", type=int, default=20, help="photos per person (0: all)")
         ap.add_argument("--splits", type=int, default=0, help="also score every half of N seeded people splits")
+        ap.add_argument("--reference", default=None, metavar="SPECS", type=_reference_specs,
+                        help="';'-separated spec strings to compare with the default ('' for none; default: "
+                             "the whole-network prunings, and the previous default on dlib)")
 
     args, bench = halves_bench(__doc__, "dlib_resnet29", argv, extra=options)
     h = bench.add_all_people()
     print(f"{bench.bb.name}, at most {args.max_per_person or 'all'} photos per person: all people "
           f"{h.pairs.n_people}, {len(h.pairs.genuine)} genuine pairs, FNMR@1e-3 {h.errors(1e-3).mean():.3f}")
-    qualities = rows(bench)
+    qualities = rows(bench, args.reference)
     print_halves_table(bench, qualities, halves=("all", "A", "B"))
     if args.splits:
         spread = split_spread(bench, qualities, range(args.splits))

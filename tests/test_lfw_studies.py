@@ -202,3 +202,13 @@ def test_split_spread_seed_zero_is_the_benchmarks_own_halves():
     # other seeds split the people differently, so their halves give other figures
     assert 0 < bench.halves["A"].errors(1e-3).mean() < 1
     assert len(set(np.round(spread["q"], 12))) > 2
+
+
+def test_whole_set_rejects_a_bad_reference_spec_in_one_line(capsys):
+    from whole_set import main
+
+    with pytest.raises(SystemExit) as e:  # refused before any face is read: the folder is not one
+        main(["/nonexistent", "--reference", "global_l1@0.5;bogus@0.5"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: argument --reference: pruning spec 'bogus@0.5': unknown pruning method" in err
