@@ -70,7 +70,7 @@ class LFWBench:
 
     def __init__(self, root, backbone, cache_dir, max_per_person: int = 20, split_seed: int = 0,
                  reps: int = 1000, batch: int = 64, log=print, max_people: int | None = None):
-        self.bb, self.batch, self.log = backbone, batch, log
+        self.bb, self.batch, self.log, self.reps = backbone, batch, log, reps
         t0 = time.time()
         self.faces = FaceSet.load(root, cache_dir, max_per_person, progress=_tqdm, max_people=max_people)
         self.labels = self.faces.labels
@@ -82,12 +82,7 @@ class LFWBench:
         self._acts: dict[int, torch.Tensor] = {}
         self.dense = self._dense_embeddings(self.faces.cache / f"dense_{backbone.name}_{backbone.source_sha256[:12]}.npy")
         a, b = people_halves(self.labels, split_seed)
-        self.halves = {}
-        for name, mask, seed in (("A", a, 1), ("B", b, 2)):
-            h = Half(name, PairSet.build(self.dense, self.labels, mask))
-            h.thresholds = {f: threshold_at(h.pairs.impostor, f) for f in FMRS}
-            h.boot = people_bootstrap(h.pairs.person, h.pairs.n_people, reps, seed)
-            self.halves[name] = h
+        self.halves = {"A": self.half_of("A", a, reps, 1), "B": self.half_of("B", b, reps, 2)}
         n = len(self.labels)
         self.log(f"{backbone.name}: {n} faces of {len(set(self.labels))} people, "
                  f"{self.faces.n_fallback} with no detected face (fixed box); "
@@ -96,14 +91,20 @@ class LFWBench:
                              for h in self.halves.values())
                  + f" ({time.time() - t0:.0f} s)")
 
+    def half_of(self, name: str, mask: np.ndarray, reps: int, seed: int) -> Half:
+        """The faces where ``mask`` is true as one half: its pairs, its own thresholds and (when
+        ``reps``) its people-level bootstrap weights."""
+        h = Half(name, PairSet.build(self.dense, self.labels, mask))
+        h.thresholds = {f: threshold_at(h.pairs.impostor, f) for f in FMRS}
+        if reps:
+            h.boot = people_bootstrap(h.pairs.person, h.pairs.n_people, reps, seed)
+        return h
+
     def add_all_people(self, seed: int = 3) -> Half:
         """A third 'half', ``all``: every person, one threshold over all impostor pairs (how a table
         over the whole folder, with no split, is measured)."""
-        h = Half("all", PairSet.build(self.dense, self.labels, np.ones(len(self.labels), bool)))
-        h.thresholds = {f: threshold_at(h.pairs.impostor, f) for f in FMRS}
-        h.boot = people_bootstrap(h.pairs.person, h.pairs.n_people, self.halves["A"].boot.shape[0], seed)
-        self.halves["all"] = h
-        return h
+        self.halves["all"] = self.half_of("all", np.ones(len(self.labels), bool), self.reps, seed)
+        return self.halves["all"]
 
     # ---- embeddings ---------------------------------------------------------------------------
     def _batches(self):
@@ -209,9 +210,10 @@ class LFWBench:
     def pair_quality(self, quality: np.ndarray, half: Half) -> np.ndarray:
         return np.minimum(quality[half.pairs.a], quality[half.pairs.b])
 
-    def nauc(self, quality, half: str, fmr: float = 1e-3, limit: float = 0.2, boot: bool = False):
-        """Normalised fixed-threshold pAUC (and its bootstrap replicates when ``boot``)."""
-        h = self.halves[half]
+    def nauc(self, quality, half: "str | Half", fmr: float = 1e-3, limit: float = 0.2, boot: bool = False):
+        """Normalised fixed-threshold pAUC on a half (by name, or any :meth:`half_of`), and its
+        bootstrap replicates when ``boot``."""
+        h = self.halves[half] if isinstance(half, str) else half
         pq, err = self.pair_quality(quality, h), h.errors(fmr)
         area, e0 = weighted_pauc(pq, err, np.ones(len(pq)), limit)
         value = float(area[0] / (e0[0] * limit))

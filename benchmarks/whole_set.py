@@ -8,8 +8,8 @@ backbone's default, on the same resampled people).
 
 Why: a table over the whole folder (one threshold over every impostor pair, no split) is how a first
 look at a folder is usually measured, and how the first look that set the project's 0.80 target for
-dlib was reported (its exact protocol was not recorded; README, "The 0.80 target, re-measured"). The halves split the same pairs by person, so ``all`` lies near their mean, weighted by
-their errors. ``--max-per-person 0`` keeps every photo (a few people then hold most genuine pairs).
+dlib was reported (its exact protocol was not recorded; README, "The 0.80 target, re-measured").
+The halves split the same pairs by person, so ``all`` lies near their mean, weighted by their errors. ``--max-per-person 0`` keeps every photo (a few people then hold most genuine pairs).
 ``--splits N`` also scores each quality on the 2N halves of N seeded people splits (seed 0 is the
 benchmark's A/B): how much one half's figure moves with the split alone.
 """
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lfw import LFWBench, halves_bench, print_halves_table  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation.baselines import make_method  # noqa: E402
-from prefiqs_core.evaluation.lfw import PairSet, people_halves, threshold_at, weighted_pauc  # noqa: E402
+from prefiqs_core.evaluation.lfw import people_halves  # noqa: E402
 from prefiqs_core.pruning import parse_prune, short_prune  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
 
@@ -54,15 +54,9 @@ def rows(bench: LFWBench, reference=None) -> dict[str, np.ndarray]:
 def split_spread(bench: LFWBench, qualities: dict, seeds, fmr: float = 1e-3, limit: float = 0.2) -> dict:
     """nAUC20 of each quality on both halves of every seeded people split, ``{name: (2 × len(seeds),)}``
     in the order seed 0 A, seed 0 B, seed 1 A, ... (each half with its own threshold, as A and B)."""
-    out = {name: [] for name in qualities}
-    for seed in seeds:
-        for mask in people_halves(bench.labels, seed):
-            pairs = PairSet.build(bench.dense, bench.labels, mask)
-            errors = (pairs.genuine < threshold_at(pairs.impostor, fmr)).astype(np.float64)
-            for name, q in qualities.items():
-                area, e0 = weighted_pauc(np.minimum(q[pairs.a], q[pairs.b]), errors, np.ones(len(errors)), limit)
-                out[name].append(float(area[0] / (e0[0] * limit)))
-    return {name: np.array(v) for name, v in out.items()}
+    halves = [bench.half_of(f"{seed}{side}", mask, 0, 0)
+              for seed in seeds for side, mask in zip("AB", people_halves(bench.labels, seed))]
+    return {name: np.array([bench.nauc(q, h, fmr, limit) for h in halves]) for name, q in qualities.items()}
 
 
 def _reference_specs(text: str) -> list[str]:

@@ -135,8 +135,8 @@ def test_top_people_share_counts_errors_of_the_worst_people():
 def _toy_bench(n_people=6, per=3, dim=8, seed=0, noise=None):
     """An LFWBench over random unit embeddings (no photos): halves, thresholds and weights built as
     the real one builds them."""
-    from lfw import FMRS, Half, LFWBench
-    from prefiqs_core.evaluation.lfw import PairSet, people_bootstrap, people_halves, threshold_at
+    from lfw import LFWBench
+    from prefiqs_core.evaluation.lfw import people_halves
 
     rng = np.random.default_rng(seed)
     labels = [f"p{i}" for i in range(n_people) for _ in range(per)]
@@ -144,13 +144,9 @@ def _toy_bench(n_people=6, per=3, dim=8, seed=0, noise=None):
     if noise is not None:  # each person's faces around their own centre: some genuine pairs match
         e = np.repeat(rng.normal(size=(n_people, dim)), per, axis=0) + noise * e
     bench = LFWBench.__new__(LFWBench)
-    bench.labels, bench.dense = labels, e / np.linalg.norm(e, axis=1, keepdims=True)
-    bench.halves = {}
-    for name, mask, s in zip("AB", people_halves(labels, 0), (1, 2)):
-        h = Half(name, PairSet.build(bench.dense, labels, mask))
-        h.thresholds = {f: threshold_at(h.pairs.impostor, f) for f in FMRS}
-        h.boot = people_bootstrap(h.pairs.person, h.pairs.n_people, 20, s)
-        bench.halves[name] = h
+    bench.labels, bench.dense, bench.reps = labels, e / np.linalg.norm(e, axis=1, keepdims=True), 20
+    bench.halves = {name: bench.half_of(name, mask, bench.reps, s)
+                    for name, mask, s in zip("AB", people_halves(labels, 0), (1, 2))}
     return bench
 
 
