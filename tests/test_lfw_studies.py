@@ -208,3 +208,13 @@ def test_whole_set_rejects_a_bad_reference_spec_in_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "error: argument --reference: pruning spec 'bogus@0.5': unknown pruning method" in err
+
+
+@pytest.mark.parametrize("option", ["--splits", "--max-per-person"])
+def test_whole_set_refuses_a_negative_count_in_one_line(capsys, option):
+    from whole_set import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["/nonexistent", option, "-1"])
+    assert e.value.code == 2
+    assert f"error: argument {option}: -1 is negative" in capsys.readouterr().err
