@@ -45,7 +45,7 @@ from prefiqs_core.trunk import run_stages, stage_macs, stages_of, start_index  #
 
 DEFAULT_DIR = ROOT.parent / "shared" / "data" / "lfw_dev"
 FMRS = (1e-3, 1e-4)
-BASELINES = ("random", "sharpness", "face_size", "embedding_norm", "serfiq", "grafiqs")
+BASELINES = ("random", "sharpness", "face_size", "detector_score", "embedding_norm", "serfiq", "grafiqs")
 # also available: "jvp" (JVPSensitivity, the first-order drift of the backbone's default pruning; here
 # through the pruned tail only, from the cached dense activation)
 
@@ -200,9 +200,9 @@ class LFWBench:
             return self.raw_norm
         if isinstance(method, JVPSensitivity):  # the same number, the trunk shared with the pruned tails
             return quality_from_drift(np.mean([self.jvp_drift(s) for s in method.specs], axis=0))
-        sizes = self.faces.detections["boxes"]
-        sizes = np.minimum(sizes[:, 2] - sizes[:, 0], sizes[:, 3] - sizes[:, 1])
-        out = [method.score(self.chips[i:i + self.batch], sizes[i:i + self.batch])
+        det = self.faces.detections
+        sizes = np.minimum(det["boxes"][:, 2] - det["boxes"][:, 0], det["boxes"][:, 3] - det["boxes"][:, 1])
+        out = [method.score(self.chips[i:i + self.batch], sizes[i:i + self.batch], det["scores"][i:i + self.batch])
                for i in range(0, len(self.chips), self.batch)]
         return np.concatenate(out)
 
@@ -251,7 +251,7 @@ class LFWBench:
 
 
 def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False, extra=None):
-    """The command line shared by the small A/B studies (``combine_norm.py``, ``flip_drift.py``): the
+    """The command line shared by the small A/B studies (``combine.py``, ``flip_drift.py``): the
     identity folder, ``--backbone``, ``--cache``, ``--reps`` (and ``--prune`` when asked; ``extra(ap)``
     adds a study's own options). Returns the parsed arguments and the bench."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -423,10 +423,7 @@ def main(argv=None):
         except ValueError as e:
             raise SystemExit(f"error: {e}")
     names = [n for n in args.baselines.split(",") if n]
-    baselines = available_methods(bb, [n for n in names if n != "face_size"]) if names else {}
-    if "face_size" in names:
-        from prefiqs_core.evaluation.baselines import make_method
-        baselines["face_size"] = make_method("face_size")
+    baselines = available_methods(bb, names) if names else {}
     rows = run(bench, settings, baselines)
     md = table(rows, default)
     (out / f"lfw_{bb.name}.md").write_text(md + "\n")

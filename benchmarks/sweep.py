@@ -181,7 +181,7 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
 def main(argv=None):
     from lfw import BASELINES, DEFAULT_DIR, LFWBench, plot, run
 
-    from prefiqs_core.evaluation.baselines import available_methods, make_method
+    from prefiqs_core.evaluation.baselines import available_methods
     from prefiqs_core.defaults import default_pruning
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -240,9 +240,7 @@ def main(argv=None):
         return
     bench = LFWBench(args.lfw, bb, Path(args.cache), reps=args.reps, log=log)
     names = [n for n in args.baselines.split(",") if n]
-    baselines = available_methods(bb, [n for n in names if n != "face_size"])
-    if "face_size" in names:
-        baselines["face_size"] = make_method("face_size")
+    baselines = available_methods(bb, names)
     rows = run(bench, settings, baselines, full=True)
     for r in rows:
         r["A_boot"] = bench.nauc(r["quality"], "A", boot=True)[1]

@@ -246,3 +246,19 @@ def test_blur_lowers_quality(dlib_methods, clean_and_blurred):
     for name in ("prefiqs", "jvp"):  # on average
         m = dlib_methods[name]
         assert m.score(blurred).mean() < m.score(clean).mean(), name
+
+
+def test_detector_score_is_the_callers_score_with_misses_lowest():
+    chips = np.zeros((3, 4, 4, 3), np.uint8)
+    m = make_method("detector_score")
+    np.testing.assert_array_equal(m.score(chips, det_scores=[0.4, np.nan, 2.1]), [0.4, -1e3, 2.1])
+    # the face size is another method's keyword; each reads its own
+    np.testing.assert_array_equal(m.score(chips, sizes=[9, 9, 9], det_scores=[1, 2, 3]), [1, 2, 3])
+    np.testing.assert_array_equal(FaceSize().score(chips, sizes=[9, 8, 7], det_scores=[1, 2, 3]), [9, 8, 7])
+    with pytest.raises(ValueError, match="det_scores="):
+        m.score(chips, sizes=[1, 2, 3])
+    with pytest.raises(ValueError, match="2 detector scores for 3 chips"):
+        m.score(chips, det_scores=[1, 2])
+    with pytest.raises(ValueError, match="finite"):
+        m.score(chips, det_scores=[1, np.inf, 2])
+    assert m.forwards_per_face == 0 and m.config() == {"name": "DetectorScore", "missed": -1e3}

@@ -111,11 +111,11 @@ def test_read_people_caps_each_person_with_a_seeded_sample(tmp_path):
 def test_lfw_benchmark_end_to_end_on_a_few_people(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lfw.py"), str(LFW), "--max-people", "40",
                         "--max-per-person", "4", "--reps", "50", "--out", str(tmp_path),
-                        "--prune", "global_l1@0.5+from:blocks.10", "--baselines", "random,sharpness,jvp"],
+                        "--prune", "global_l1@0.5+from:blocks.10", "--baselines", "random,sharpness,detector_score,jvp"],
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-3000:]
     table = (tmp_path / "lfw_dlib_resnet29.md").read_text()
-    for row in ("global_l1@0.5+from:blocks.10", "random", "sharpness", "jvp"):
+    for row in ("global_l1@0.5+from:blocks.10", "random", "sharpness", "detector_score", "jvp"):
         assert f"| {row} |" in table
     assert "half A: 20 people" in p.stderr and "no detected face" in p.stderr
     assert (tmp_path / "lfw_edc_dlib_resnet29.png").stat().st_size > 10_000
@@ -131,5 +131,6 @@ def test_whole_set_table_on_a_few_people(tmp_path):
     assert lines[0].startswith("| quality | all: nAUC20") and "| B: nAUC20" in lines[0]
     names = [x.split(" | ")[0][2:] for x in lines[1:]]
     assert names == ["global_l1@0.7+from:blocks.12 (the default)", "global_l1@0.5", "layerwise_l1@0.1",
-                     "ln_structured@0.05+keepfirst+keeplast", "random", "sharpness", "embedding norm"]
+                     "ln_structured@0.05+keepfirst+keeplast", "random", "sharpness", "embedding norm",
+                     "detector score"]
     assert "all people 40," in p.stdout

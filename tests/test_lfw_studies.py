@@ -218,3 +218,18 @@ def test_whole_set_refuses_a_negative_count_in_one_line(capsys, option):
         main(["/nonexistent", option, "-1"])
     assert e.value.code == 2
     assert f"error: argument {option}: -1 is negative" in capsys.readouterr().err
+
+
+def test_bench_gives_face_size_and_detector_score_their_own_per_face_values():
+    from prefiqs_core.evaluation.baselines import make_method
+
+    bench = _toy_bench()
+    bench.batch = 4  # batches of 4 over 18 faces: the values must follow their faces across batches
+    bench.chips = np.zeros((18, 4, 4, 3), np.uint8)
+    width = np.arange(10.0, 190.0, 10.0)
+    boxes = np.stack([np.zeros(18), np.zeros(18), width, width + 5], axis=1)  # the size is the smaller side
+    scores = np.linspace(0.1, 1.8, 18)
+    scores[5] = np.nan  # the detector missed this face: the fixed box
+    bench.faces = SimpleNamespace(detections={"boxes": boxes, "scores": scores})
+    np.testing.assert_array_equal(bench.baseline(make_method("face_size")), width)
+    np.testing.assert_array_equal(bench.baseline(make_method("detector_score")), np.where(np.isnan(scores), -1e3, scores))

@@ -1,6 +1,6 @@
 """Face-image-quality baselines behind one interface, so an EDC benchmark can loop over methods.
 
-Every method is a :class:`QualityMethod`: ``method.score(chips, sizes=None)`` maps aligned RGB uint8
+Every method is a :class:`QualityMethod`: ``method.score(chips, sizes=None, det_scores=None)`` maps aligned RGB uint8
 chips ``(N, S, S, 3)`` (``S`` = the backbone's input size) to an ``(N,)`` float64 array where
 **higher means better quality**. ``name`` labels it in plots, ``forwards_per_face`` is a rough
 cost in dense forward passes. All methods are deterministic given their seeds, and a face's score
@@ -15,6 +15,7 @@ GraFIQs            GraFIQs: −Σ|∂L_BNS/∂image|, L_BNS the batch-norm-stati
 JVPSensitivity     1 − ‖J_θ n(x)·Δθ‖/2: first-order (exact JVP) version of the PreFIQs drift
 Sharpness          variance of the Laplacian of the grey chip (no network)
 FaceSize           detected face box size, given by the caller (no network)
+DetectorScore      the face detector's own score for the face, given by the caller (no network)
 RandomQuality      a seeded uniform random number per chip: the no-information reference
 =================  =================================================================================
 """
@@ -39,16 +40,19 @@ class QualityMethod:
 
     name: str = "quality"
     forwards_per_face: float = 0.0  # approximate cost, in dense forward passes per face
+    caller_values: str | None = None  # the ``score`` keyword a method reads per face, if any
 
-    def score(self, chips, sizes=None) -> np.ndarray:
+    def score(self, chips, sizes=None, det_scores=None) -> np.ndarray:
         """Quality of each chip, ``(N,)`` float64, higher = better. ``sizes`` is used by
-        :class:`FaceSize` only and ignored by the others."""
+        :class:`FaceSize` only, ``det_scores`` by :class:`DetectorScore` only; the others ignore them."""
         chips = _check_chips(chips)
         if len(chips) == 0:
             return np.zeros(0)
-        return np.asarray(self._score(chips, sizes), dtype=np.float64)
+        given = {"sizes": sizes, "det_scores": det_scores}.get(self.caller_values)
+        return np.asarray(self._score(chips, given), dtype=np.float64)
 
-    def _score(self, chips, sizes) -> np.ndarray:  # pragma: no cover - abstract
+    def _score(self, chips, given) -> np.ndarray:  # pragma: no cover - abstract
+        """``given``: the ``score`` keyword named by ``caller_values`` (None for most methods)."""
         raise NotImplementedError
 
     def config(self) -> dict:
@@ -311,6 +315,16 @@ class Sharpness(QualityMethod):
                          for c in chips])
 
 
+def _per_face(values, chips, keyword: str, what: str, meaning: str) -> np.ndarray:
+    """The caller's per-face numbers (``sizes``, ``det_scores``) as one float64 per chip."""
+    if values is None:
+        raise ValueError(f"this method needs {keyword}=: {meaning}")
+    s = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(s) != len(chips):
+        raise ValueError(f"{len(s)} {what} for {len(chips)} chips")
+    return s
+
+
 class FaceSize(QualityMethod):
     """Quality = the face's size in the original image, in pixels, passed as ``sizes`` (e.g.
     ``sqrt(w·h)`` of the detection box). It cannot be computed from the chips, which alignment
@@ -318,17 +332,38 @@ class FaceSize(QualityMethod):
 
     name = "FaceSize"
     forwards_per_face = 0.0
+    caller_values = "sizes"
 
     def _score(self, chips, sizes):
-        if sizes is None:
-            raise ValueError("FaceSize needs sizes=: the face box size (pixels) of every chip in the "
-                             "original image; aligned chips all have the same size")
-        s = np.asarray(sizes, dtype=np.float64).reshape(-1)
-        if len(s) != len(chips):
-            raise ValueError(f"{len(s)} sizes for {len(chips)} chips")
+        s = _per_face(sizes, chips, "sizes", "sizes", "the face box size (pixels) of every chip in the original "
+                      "image; aligned chips all have the same size")
         if not np.isfinite(s).all() or (s < 0).any():
             raise ValueError("sizes must be finite and non-negative")
         return s
+
+
+class DetectorScore(QualityMethod):
+    """Quality = the face detector's own score for the face, passed as ``det_scores`` (dlib's HOG
+    detector: the SVM margin, ``Detections``' ``confidence`` in FiftyOne). Like :class:`FaceSize` it
+    comes with detection at no extra cost and cannot be computed from the chip. A face the detector
+    missed, placed by a fixed box (score NaN), gets ``missed``, below any detection."""
+
+    name = "DetectorScore"
+    forwards_per_face = 0.0
+    caller_values = "det_scores"
+
+    def __init__(self, missed: float = -1e3):
+        self.missed = float(missed)
+
+    def _score(self, chips, det_scores):
+        s = _per_face(det_scores, chips, "det_scores", "detector scores", "the face detector's score of every chip (NaN for "
+                      "a face it missed)")
+        if np.isinf(s).any():
+            raise ValueError("detector scores must be finite (NaN marks a face the detector missed)")
+        return np.where(np.isnan(s), self.missed, s)
+
+    def config(self) -> dict:
+        return {"name": self.name, "missed": self.missed}
 
 
 class RandomQuality(QualityMethod):
@@ -365,6 +400,7 @@ METHODS = {
     "jvp": JVPSensitivity,
     "sharpness": Sharpness,
     "face_size": FaceSize,
+    "detector_score": DetectorScore,
     "random": RandomQuality,
 }
 _NEEDS_BACKBONE = {"prefiqs", "embedding_norm", "serfiq", "grafiqs", "jvp"}
@@ -383,9 +419,10 @@ def make_method(name: str, backbone: Backbone | None = None, **kwargs) -> Qualit
 
 def available_methods(backbone: Backbone, names: Sequence[str] | None = None,
                       **per_method_kwargs) -> dict[str, QualityMethod]:
-    """Every method in ``names`` (default: all but FaceSize) that applies to ``backbone``;
+    """Every method in ``names`` (default: all but those that need per-face values from the caller,
+    FaceSize and DetectorScore) that applies to ``backbone``;
     methods that refuse the backbone (GraFIQs on a network without BatchNorm) are skipped."""
-    names = list(names) if names is not None else [n for n in METHODS if n != "face_size"]
+    names = list(names) if names is not None else [n for n in METHODS if METHODS[n].caller_values is None]
     out = {}
     for n in names:
         try:
@@ -398,5 +435,5 @@ def available_methods(backbone: Backbone, names: Sequence[str] | None = None,
 
 
 __all__ = ["QualityMethod", "PreFIQsMethod", "EmbeddingNorm", "SERFIQ", "GraFIQs", "JVPSensitivity",
-           "Sharpness", "FaceSize", "RandomQuality", "METHODS", "make_method", "available_methods",
+           "Sharpness", "FaceSize", "DetectorScore", "RandomQuality", "METHODS", "make_method", "available_methods",
            "serfiq_score", "bn_layers_with_stats"]

@@ -1,0 +1,95 @@
+"""Does a second, free signal add to PreFIQs? Combinations of the default's drift with the raw
+embedding norm (``--partner norm``) or the face detector's own score (``--partner detector``), scored
+like the sweep on LFW-dev halves A and B (nAUC20, fixed threshold, FMR 1e-3, people-level bootstrap
+95 % intervals), with ``--splits N``: the spread over both halves of N seeded people splits.
+
+    python benchmarks/combine.py ../shared/data/lfw_dev --backbone sface [--partner detector] [--splits 20]
+
+Each combination ranks faces by both signals: the sum of their ranks (plain, or one weighted ×2),
+the sum of z-scores, the lower of the two ranks; for a positive partner (the norm) also the sum of
+z-scores of the logs, the ratio partner / drift and the product partner × quality. The drift is the
+backbone's default pruning, computed once and kept in the cache (``drift_<backbone>_<weights>_<spec
+hash>.npy``). The detector is the benchmark's (dlib's HOG detector, for every backbone); a face it
+missed, placed by the fixed box, ranks below every detection.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from lfw import halves_bench, print_halves_table  # noqa: E402
+from prefiqs_core.defaults import default_pruning  # noqa: E402
+from prefiqs_core.evaluation.baselines import make_method  # noqa: E402
+from prefiqs_core.pruning import format_prune  # noqa: E402
+from prefiqs_core.scoring import quality_from_drift  # noqa: E402
+
+PARTNERS = {"norm": ("embedding norm", "norm"), "detector": ("detector score", "detector")}
+
+
+def _rank(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+    return rankdata(x) / len(x)
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / x.std()
+
+
+def combinations(drift: np.ndarray, other: np.ndarray, partner: str = "norm") -> dict[str, np.ndarray]:
+    """Qualities (higher = better) from the drift and a partner signal (higher = better), by name."""
+    name, short = PARTNERS[partner]
+    q = quality_from_drift(drift)
+    out = {
+        "PreFIQs (the default)": q,
+        name: other,
+        "rank sum": _rank(q) + _rank(other),
+        "rank sum, PreFIQs ×2": 2 * _rank(q) + _rank(other),
+        f"rank sum, {short} ×2": _rank(q) + 2 * _rank(other),
+        "lower rank": np.minimum(_rank(q), _rank(other)),
+        "z sum": _z(q) + _z(other),
+    }
+    if np.all(other > 0):  # the forms below need a positive partner
+        out |= {
+            "z sum of logs": _z(np.log(other)) - _z(np.log(np.maximum(drift, 1e-12))),
+            f"{short} / drift": other / np.maximum(drift, 1e-12),
+            f"{short} × quality": other * q,
+        }
+    return out
+
+
+def partner_values(bench, partner: str) -> np.ndarray:
+    if partner == "norm":
+        return bench.raw_norm
+    return bench.baseline(make_method("detector_score"))
+
+
+def main(argv=None):
+    def extra(ap):
+        ap.add_argument("--partner", choices=sorted(PARTNERS), default="norm",
+                        help="the signal combined with the drift (default: %(default)s)")
+        ap.add_argument("--splits", type=int, default=0, help="also the spread over both halves of N seeded "
+                        "people splits (seed 0 = A/B)")
+
+    args, bench = halves_bench(__doc__, "sface", argv, extra=extra)
+    bb = bench.bb
+    specs = default_pruning(bb.name)
+    drift = bench.mean_drift(specs)
+    other = partner_values(bench, args.partner)
+    print(f"{bb.name}, default {format_prune(specs)}; Spearman correlation of drift-quality and "
+          f"{PARTNERS[args.partner][0]}: {np.corrcoef(_rank(-drift), _rank(other))[0, 1]:.2f}")
+    qualities = combinations(drift, other, args.partner)
+    print_halves_table(bench, qualities)
+    if args.splits:
+        from whole_set import print_spread, split_spread
+        print()
+        print_spread(split_spread(bench, qualities, range(args.splits)))
+
+
+if __name__ == "__main__":
+    main()
