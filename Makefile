@@ -48,6 +48,8 @@ lfw: setup assets
 calibration: setup assets
 	for b in dlib_resnet29 sface; do $(VPY) -m prefiqs_core calibrate --identity-folder $(LFW) --half A \
 		--cache out/lfw/cache --backbone $$b --out prefiqs_core/calibrations/$$b.json || exit 1; done
+	$(VPY) -m prefiqs_core detector-reference --identity-folder $(LFW) --half A --cache out/lfw/cache \
+		--out prefiqs_core/calibrations/detector_dlib_hog.json
 	$(VPY) benchmarks/calibration.py $(LFW)
 
 bench: setup assets

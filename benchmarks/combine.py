@@ -63,6 +63,17 @@ def combinations(drift: np.ndarray, other: np.ndarray, partner: str = "norm") ->
     return out
 
 
+def shipped_combined(backbone: str, drift: np.ndarray, det_scores: np.ndarray) -> np.ndarray:
+    """The product's ``combined`` column (``prefiqs_core.combined``): the quality's percentile in the
+    backbone's shipped calibration table and the detector score's in the shipped detector reference,
+    averaged; a face the detector missed (the fixed box) counts at percentile 0."""
+    from prefiqs_core.calibration import shipped
+    from prefiqs_core.combined import combined, shipped_detector_reference
+
+    det = shipped_detector_reference().percentile(det_scores)
+    return combined(shipped(backbone).percentile(quality_from_drift(drift)), np.nan_to_num(det, nan=0.0))
+
+
 def partner_values(bench, partner: str) -> np.ndarray:
     if partner == "norm":
         return bench.raw_norm
@@ -84,6 +95,9 @@ def main(argv=None):
     print(f"{bb.name}, default {format_prune(specs)}; Spearman correlation of drift-quality and "
           f"{PARTNERS[args.partner][0]}: {np.corrcoef(_rank(-drift), _rank(other))[0, 1]:.2f}")
     qualities = combinations(drift, other, args.partner)
+    if args.partner == "detector":
+        qualities["combined (per face: the shipped references' percentiles)"] = shipped_combined(
+            bb.name, drift, bench.faces.detections["scores"])
     print_halves_table(bench, qualities)
     if args.splits:
         from whole_set import print_spread, split_spread

@@ -43,6 +43,35 @@ INTERVAL_METHOD = ("confidence (fnmr_lo..fnmr_hi): 95 % people-level bootstrap p
                    "Wilson interval")
 
 
+def reference_percentile(values, quantiles: np.ndarray):
+    """Share (0–100) of reference values below each value, from the reference's 101 percentiles
+    ``quantiles``: linear between them, 0 below the lowest, 100 above the highest; NaN stays NaN."""
+    v = np.asarray(values, np.float64)
+    # equal stored quantiles (ties in the reference) would leave np.interp to pick an end:
+    # interpolate between distinct values, each at the highest percentile it holds
+    xp, first = np.unique(quantiles, return_index=True)
+    last = np.r_[first[1:] - 1, len(quantiles) - 1]
+    out = np.interp(np.nan_to_num(v), xp, PERCENTILE_LEVELS[last], left=0.0, right=100.0)
+    return np.where(np.isnan(v), np.nan, out)
+
+
+def write_json(path, d: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(d, indent=1) + "\n")
+    return path
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A table file's JSON, with errors that name the file and what it should have been."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {path} is not JSON: {e}") from None
+
+
 class CalibrationMismatch(ValueError):
     """A calibration table was asked to convert qualities of a setting it was not measured for."""
 
@@ -115,13 +144,7 @@ class Calibration:
         """Share (0–100) of the reference faces whose quality is lower than ``quality``;
         linear between the stored percentiles, 0 below the lowest and 100 above the highest.
         Non-decreasing in quality; arrays in, arrays out (NaN stays NaN)."""
-        q = np.asarray(quality, np.float64)
-        # equal stored quantiles (ties in the reference) would leave np.interp to pick an end:
-        # interpolate between distinct qualities, each at the highest percentile it holds
-        xp, first = np.unique(self._q, return_index=True)
-        last = np.r_[first[1:] - 1, len(self._q) - 1]
-        out = np.interp(q, xp, PERCENTILE_LEVELS[last], left=0.0, right=100.0)
-        return np.where(np.isnan(q), np.nan, out)
+        return reference_percentile(quality, self._q)
 
     def quality_at_percentile(self, percentile):
         """The raw quality at a reference percentile (inverse of :meth:`percentile`)."""
@@ -198,10 +221,7 @@ class Calibration:
                     quantiles=[float(v) for v in self.quantiles], bands=[asdict(b) for b in self.bands])
 
     def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
@@ -216,12 +236,7 @@ class Calibration:
     @classmethod
     def load(cls, path) -> "Calibration":
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"calibration table {path} not found") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"calibration table {path} is not JSON: {e}") from None
+        d = read_json(path, "calibration table")
         try:
             return cls.from_dict(d)
         except (TypeError, ValueError) as e:

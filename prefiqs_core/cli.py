@@ -14,6 +14,9 @@ CSV_COLUMNS = ["path", "face", "x0", "y0", "x1", "y1", "det_score", "drift", "qu
 # added only when a calibration table applies (prefiqs_core.calibration); last, so that readers by
 # position of the columns above are unaffected
 CALIBRATION_COLUMNS = ["percentile", "expected_fnmr"]
+# with a calibration table, in detect mode: the quality's and the detector score's reference
+# percentiles averaged (prefiqs_core.combined)
+COMBINED_COLUMNS = ["combined"]
 
 
 def _add_model_args(p: argparse.ArgumentParser):
@@ -114,6 +117,12 @@ def cmd_score(args) -> int:
           f"calibration: {cal.made.get('source', 'table')} ({cal.backbone}, {cal.prune}) -> columns percentile, "
           "expected_fnmr", file=sys.stderr)
     mode = "aligned" if args.aligned else "detect"
+    det_ref = None
+    if cal is not None and mode == "detect":
+        from .combined import shipped_detector_reference
+
+        det_ref = shipped_detector_reference()
+        print("combined: quality and detector-score percentiles averaged -> column combined", file=sys.stderr)
     dataset = ChipDataset(paths, scorer.backbone.preprocess, mode)
     images = tqdm(iter_images(dataset, args.workers, args.batch_size, args.device), total=len(paths), unit="img",
                   disable=args.quiet, file=sys.stderr)
@@ -122,7 +131,7 @@ def cmd_score(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(CSV_COLUMNS + (CALIBRATION_COLUMNS if cal else []))
+        w.writerow(CSV_COLUMNS + (CALIBRATION_COLUMNS if cal else []) + (COMBINED_COLUMNS if det_ref else []))
         for row in score_images(scorer, images, args.batch_size):
             box = row.box or ("", "", "", "")
             if row.error:
@@ -134,9 +143,11 @@ def cmd_score(args) -> int:
                         "" if row.det_score is None else f"{row.det_score:.4f}",
                         "" if row.drift is None else f"{row.drift:.6f}",
                         "" if row.quality is None else f"{row.quality:.6f}", row.error or "",
-                        *(_calibrated(cal, row.quality) if cal else [])])
+                        *(_calibrated(cal, row.quality) if cal else []),
+                        *([_combined(cal, det_ref, row)] if det_ref else [])])
     sidecar = out.with_name(out.name + ".json")
-    record = dict(calibration=cal.summary() | dict(file=str(args.calibration or "shipped")) if cal else None)
+    record = dict(calibration=cal.summary() | dict(file=str(args.calibration or "shipped")) if cal else None,
+                  detector_reference=det_ref.summary() if det_ref else None)
     if cal is None:
         record["calibration_absent"] = why
     sidecar.write_text(json.dumps(scorer.config() | record | dict(faces=n_ok, skipped=n_err), indent=1) + "\n")
@@ -158,6 +169,55 @@ def _calibrated(cal, quality) -> list[str]:
     if quality is None:
         return ["", ""]
     return [f"{float(cal.percentile(quality)):.2f}", f"{float(cal.expected_fnmr(quality)):.5f}"]
+
+
+def _combined(cal, det_ref, row) -> str:
+    from .combined import combined
+
+    if row.quality is None or row.det_score is None:
+        return ""
+    return f"{float(combined(cal.percentile(row.quality), det_ref.percentile(row.det_score))):.2f}"
+
+
+def cmd_detector_reference(args) -> int:
+    """The detector's scores on an identity folder's faces, as 101 percentiles (prefiqs_core.combined)."""
+    import datetime
+    import shlex
+
+    from tqdm import tqdm
+
+    from .combined import fit_detector_reference
+    from .evaluation.lfw import FaceSet, people_halves
+
+    folder = Path(args.identity_folder)
+    if not folder.is_dir():
+        print(f"error: identity folder {folder} not found", file=sys.stderr)
+        return 1
+
+    def bar(it, total=None, desc=None):
+        return tqdm(it, total=total, desc=desc, disable=args.quiet, file=sys.stderr, mininterval=10)
+
+    import numpy as np
+
+    faces = FaceSet.load(folder, args.cache, args.max_per_person, progress=bar, workers=args.workers)
+    scores = np.asarray(faces.detections["scores"], np.float64)
+    if args.half != "all":
+        a, b = people_halves(faces.labels, args.split_seed)
+        scores = scores[a if args.half == "A" else b]
+    made = dict(source=Path(args.out).name, folder=folder.name, half=args.half, split_seed=args.split_seed,
+                max_per_person=args.max_per_person, missed=int(np.isnan(scores).sum()),
+                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                command="python -m prefiqs_core " + shlex.join(args.argv))
+    try:
+        ref = fit_detector_reference(scores, made)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    ref.save(args.out)
+    q = ref.quantiles
+    print(f"wrote {args.out}: {ref.made['n_faces']} detected faces ({made['missed']} missed, left out); "
+          f"score at percentile 5 / 50 / 95: {q[5]:.3f} / {q[50]:.3f} / {q[95]:.3f}", file=sys.stderr)
+    return 0
 
 
 def cmd_calibrate(args) -> int:
@@ -266,6 +326,16 @@ def main(argv=None) -> int:
     c.add_argument("--reps", type=int, default=1000, help="people-level bootstrap replicates")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_model_args(c)
+    r = sub.add_parser("detector-reference", help="measure the face detector's score percentiles on an identity "
+                       "folder (for the combined column)")
+    r.add_argument("--identity-folder", required=True, metavar="DIR", help="one folder per person, <Name>/<images>")
+    r.add_argument("--out", required=True, help="the reference to write (JSON)")
+    r.add_argument("--half", choices=("all", "A", "B"), default="all", help="all people, or one seeded half")
+    r.add_argument("--split-seed", type=int, default=0, help="seed of the halves")
+    r.add_argument("--max-per-person", type=int, default=20, help="a seeded sample of at most N images per person")
+    r.add_argument("--cache", default="out/calibrate/cache", help="where detections are cached")
+    r.add_argument("--workers", type=int, default=None, help="detection processes (default: one per core)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
     sp = sub.add_parser("splits", help="list a backbone's split points (where --prune-from may start)")
     sp.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=NAMES)
     sp.add_argument("--checkpoint")
@@ -275,4 +345,5 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     args.argv = argv
-    return {"score": cmd_score, "demo": cmd_demo, "splits": cmd_splits, "calibrate": cmd_calibrate}[args.cmd](args)
+    return {"score": cmd_score, "demo": cmd_demo, "splits": cmd_splits, "calibrate": cmd_calibrate,
+            "detector-reference": cmd_detector_reference}[args.cmd](args)

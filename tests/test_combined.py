@@ -1,0 +1,149 @@
+"""prefiqs_core.combined: the detector score's reference percentiles, the combined column of ``score``,
+the ``detector-reference`` command, and the shipped reference against a refit on LFW-dev half A."""
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prefiqs_core import assets
+from prefiqs_core.calibration import shipped
+from prefiqs_core.cli import CALIBRATION_COLUMNS, COMBINED_COLUMNS, CSV_COLUMNS, main
+from prefiqs_core.combined import (DetectorReference, combined, fit_detector_reference,
+                                   shipped_detector_reference)
+
+ROOT = Path(__file__).resolve().parent.parent
+LFW = ROOT.parent / "shared" / "data" / "lfw_dev"
+
+
+def _ref(values=None):
+    return DetectorReference(np.arange(101, dtype=float).tolist() if values is None else values)
+
+
+def test_percentile_is_the_share_of_reference_scores_below():
+    ref = _ref([v / 50 for v in range(101)])  # scores 0, 0.02, ..., 2.0 at percentiles 0..100
+    np.testing.assert_allclose(ref.percentile([0.0, 0.5, 1.01, 2.0]), [0, 25, 50.5, 100])
+    np.testing.assert_array_equal(ref.percentile([-3.0, 9.0]), [0, 100])  # clipped outside the reference
+    assert np.isnan(ref.percentile([np.nan, 1.0])[0])  # no score: no percentile
+    # ties in the reference: a tied score sits at the highest percentile it holds
+    tied = _ref([0.0] * 10 + list(np.linspace(0.1, 1.0, 91)))
+    assert tied.percentile(0.0) == 9
+
+
+def test_fit_leaves_missed_faces_out_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    s = rng.normal(1.5, 0.6, 500)
+    with_missed = np.r_[s, [np.nan] * 7]
+    ref = fit_detector_reference(with_missed, {"half": "A"})
+    np.testing.assert_allclose(ref.quantiles, np.percentile(s, np.arange(101)))
+    assert ref.made == {"half": "A", "n_faces": 500} and ref.detector == "dlib_hog" and ref.upsample == 1
+    # about the share of the sample below: the reference reads back what it was fitted on
+    assert abs(ref.percentile(np.median(s)) - 50) < 0.5
+    back = DetectorReference.load(ref.save(tmp_path / "d.json"))
+    assert back.to_dict() == ref.to_dict()
+    with pytest.raises(ValueError, match="at least 100 detected faces"):
+        fit_detector_reference(np.r_[s[:50], [np.nan] * 100])
+
+
+def test_bad_references_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="101 non-decreasing"):
+        _ref(list(range(100)))
+    with pytest.raises(ValueError, match="101 non-decreasing"):
+        _ref(list(range(101))[::-1])
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"schema": 2, "quantiles": list(range(101))}))
+    with pytest.raises(ValueError, match="schema 2"):
+        DetectorReference.load(p)
+    p.write_text("{")
+    with pytest.raises(ValueError, match="not JSON"):
+        DetectorReference.load(p)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        DetectorReference.load(tmp_path / "none.json")
+
+
+def test_mismatch_names_what_differs():
+    ref = _ref()
+    assert ref.mismatch("dlib_hog", 1) is None
+    assert "detector 'yunet'" in ref.mismatch("yunet", 1)
+    assert "upsample 2" in ref.mismatch("dlib_hog", 2)
+
+
+def test_combined_is_the_mean_and_nan_without_a_detector_score():
+    np.testing.assert_array_equal(combined([10.0, 80.0, 50.0], [30.0, 100.0, np.nan])[:2], [20.0, 90.0])
+    assert np.isnan(combined(50.0, np.nan))
+
+
+def test_shipped_reference_is_dlib_hog_on_half_a():
+    ref = shipped_detector_reference()
+    assert ref.detector == "dlib_hog" and ref.upsample == 1
+    assert ref.made["half"] == "A" and ref.made["n_faces"] > 2000
+    # dlib's HOG margins on in-the-wild faces: around 1.7, almost all between 0 and 3.5
+    assert 1.0 < ref.quantiles[50] < 2.5 and 0 <= ref.quantiles[0] and ref.quantiles[100] < 5
+
+
+def test_score_writes_the_combined_column_in_detect_mode(tmp_path, capsys):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for name in ("obama.jpg", "biden.jpg", "friends_t1.jpg"):
+        shutil.copy(assets.photos_dir() / name, d / name)
+    out = tmp_path / "s.csv"
+    assert main(["score", str(d), "--backbone", "dlib_resnet29", "--out", str(out), "--workers", "0",
+                 "--quiet"]) == 0
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == CSV_COLUMNS + CALIBRATION_COLUMNS + COMBINED_COLUMNS and len(rows) == 8
+    cal, ref = shipped("dlib_resnet29"), shipped_detector_reference()
+    for r in rows:
+        want = (cal.percentile(float(r["quality"])) + ref.percentile(float(r["det_score"]))) / 2
+        assert float(r["combined"]) == pytest.approx(float(want), abs=0.02)
+        assert abs(float(r["percentile"]) - cal.percentile(float(r["quality"]))) < 0.01
+    # the faces do not all agree: the combined order is not the quality's order
+    comb = [float(r["combined"]) for r in rows]
+    assert len(set(comb)) == 8
+    side = json.loads((tmp_path / "s.csv.json").read_text())
+    assert side["detector_reference"]["detector"] == "dlib_hog"
+    assert "column combined" in capsys.readouterr().err
+
+
+def test_score_has_no_combined_column_without_a_calibration(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    shutil.copy(assets.photos_dir() / "obama.jpg", d / "obama.jpg")
+    out = tmp_path / "s.csv"
+    assert main(["score", str(d), "--backbone", "dlib_resnet29", "--prune", "global_l1@0.5", "--out", str(out),
+                 "--workers", "0", "--quiet"]) == 0
+    with open(out, newline="") as f:
+        assert list(next(csv.DictReader(f))) == CSV_COLUMNS
+    assert json.loads((tmp_path / "s.csv.json").read_text())["detector_reference"] is None
+
+
+def test_detector_reference_command_on_real_identities(tmp_path):
+    """The ORL faces through ``detector-reference``: detection, halves, JSON."""
+    orl = assets.orl_dir()
+    if not orl.is_dir():
+        pytest.fail(f"ORL faces missing at {orl}: run `make assets`")
+    out = tmp_path / "orl_det.json"
+    cmd = [sys.executable, "-m", "prefiqs_core", "detector-reference", "--identity-folder", str(orl), "--out", str(out),
+           "--cache", str(tmp_path / "cache"), "--quiet", "--half", "A"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref = DetectorReference.load(out)
+    assert ref.made["half"] == "A" and ref.made["n_faces"] + ref.made["missed"] == 200  # 20 people × 10
+    assert f"wrote {out}" in proc.stderr
+    proc = subprocess.run(cmd[:5] + [str(tmp_path / "nope"), "--out", str(out)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 1 and "not found" in proc.stderr
+
+
+@pytest.mark.skipif(not LFW.is_dir(), reason=f"LFW development folder not at {LFW} (CI has it)")
+def test_shipped_reference_is_a_refit_on_lfw_half_a(tmp_path):
+    cache = ROOT / "out" / "lfw" / "cache"  # the benchmark's, when a run has filled it; else detected afresh
+    out = tmp_path / "ref.json"
+    assert main(["detector-reference", "--identity-folder", str(LFW), "--half", "A", "--cache", str(cache),
+                 "--out", str(out), "--quiet"]) == 0
+    np.testing.assert_allclose(DetectorReference.load(out).quantiles, shipped_detector_reference().quantiles,
+                               rtol=1e-9)
