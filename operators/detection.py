@@ -55,6 +55,7 @@ def iter_detect_faces(samples, label_field="faces", keypoints_field=None, confid
     keypoints_field = keypoints_field or default_keypoints_field(label_field)
     dataset = samples._dataset
     _declare(dataset, label_field, keypoints_field)
+    _record_detector(samples, label_field, upsample, overwrite)
     todo = samples if overwrite else samples.match(~F(label_field).exists())
     ids = todo.values("id")
     total = len(ids)
@@ -99,6 +100,25 @@ def _labels(faces, width, height):
         kps.append(fo.Keypoint(label="face", points=points_to_relative(f.landmarks, width, height),
                                instance=inst, convention=f.convention))
     return fo.Detections(detections=dets), fo.Keypoints(keypoints=kps)
+
+
+def _record_detector(samples, label_field, upsample, overwrite):
+    """Which detector's scores the ``confidence`` of ``label_field`` holds, in the field's info:
+    ``compute_prefiqs`` writes ``K_combined`` only for faces on the shipped reference's scale. A
+    field that already holds faces found otherwise (another upsample, or no record) is marked mixed."""
+    from ..prefiqs_core.combined import DETECTOR
+
+    dataset = samples._dataset
+    field = dataset.get_field(label_field)
+    info = dict(field.info or {})
+    mine = dict(detector=DETECTOR, upsample=int(upsample))
+    kept = dataset.exclude(samples.values("id")) if overwrite else dataset  # faces this call leaves as they are
+    had_faces = len(kept.exists(label_field)) > 0
+    if had_faces and {k: info.get(k) for k in mine} != mine:
+        mine["detector"] = "mixed"
+    if {k: info.get(k) for k in mine} != mine:
+        field.info = info | mine
+        field.save()
 
 
 def _declare(dataset, label_field, keypoints_field):

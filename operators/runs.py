@@ -2,7 +2,8 @@
 
 One run key ``K`` owns a fixed family of fields (``K_quality``, ``K_drift``, ``K_error``,
 ``K_dense``, ``K_pruned``, ``K_drift_vector``, ``K_percentile`` and ``K_expected_fnmr`` when a
-calibration table applied, and, for face patches, ``K_min_quality``) plus the
+calibration table applied, ``K_combined`` beside them for faces of the built-in detector, and, for
+face patches, ``K_min_quality``) plus the
 brain visualization runs ``K_dense_umap`` / ``K_pruned_umap``. The run record (``dataset.get_run_info(K)``)
 holds the configuration, its results hold the summary statistics, so that everything written
 under ``K`` can be explained and removed again from the record alone.
@@ -66,6 +67,12 @@ class RunFields:
         return self.label_path("expected_fnmr")
 
     @property
+    def combined(self):
+        """The quality's and the detector score's reference percentiles averaged (only with a
+        calibration table, for faces found by the built-in detector: ``prefiqs_core.combined``)."""
+        return self.label_path("combined")
+
+    @property
     def sample_error(self):
         """Image-level failures (unreadable file, no face): always a sample field."""
         return self.sample_path("error")
@@ -82,10 +89,12 @@ class RunFields:
         """Sample fields of which one is set once a sample has been processed (for ``resume``)."""
         return [self.min_quality if self.patches_field else self.quality, self.sample_error]
 
-    def all_paths(self, vectors=VECTORS, calibrated: bool = True) -> list[str]:
+    def all_paths(self, vectors=VECTORS, calibrated: bool = True, combined: bool = True) -> list[str]:
         paths = [self.quality, self.drift, self.error] + [self.vector(v) for v in vectors]
         if calibrated:
             paths += [self.percentile, self.expected_fnmr]
+        if calibrated and combined:
+            paths.append(self.combined)
         if self.patches_field:
             paths += [self.sample_error, self.min_quality]
         return paths

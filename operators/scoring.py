@@ -22,6 +22,7 @@ from ..prefiqs_core.pruning import PruneSpec, parse_prune
 from ..prefiqs_core.scoring import PreFIQs
 from . import runs
 from .detection import _declare as _declare_detection_fields
+from .detection import _record_detector
 from .detection import default_keypoints_field, iter_detect_faces
 from .faces import ImageError, match_keypoints, patch_chips, whole_images
 from .progress import Progress, chunks, drive, scaled
@@ -62,6 +63,10 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
         default pruning and weights): ``K_percentile`` (share of reference faces with lower quality,
         0–100) and ``K_expected_fnmr`` (expected FNMR at FMR 1e-3) beside the quality. Without one
         they are absent and the run's config says why (``calibration_absent``)
+    -   with a calibration table, for faces the built-in detector found (``detect=True``, or a
+        ``patches_field`` written by ``detect_faces`` at upsample 1): ``K_combined``, the quality's
+        and the detector score's reference percentiles averaged (``prefiqs_core.combined``; higher is
+        better). For other faces it is absent and the run's config says why (``combined_absent``)
 
     Faces that cannot be scored (unreadable image, no face, degenerate box) get their reason in
     ``K_error``; they never stop the run. A custom run ``K`` (``samples.get_run_info(K)``)
@@ -268,16 +273,44 @@ def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keyp
     bb = scorer.backbone
     # a named table that does not fit this setting raises here (CalibrationMismatch): refused, not converted
     cal, cal_absent = resolve_calibration(bb.name, scorer.spec_string, bb.source_sha256, calibration)
+    if detect and patches_field:
+        # declared and marked as the built-in detector's before that is read, so that every call of
+        # this run (a resume, each shard) reads the same record; faces already there from elsewhere
+        # mark the field mixed
+        _declare_detection_fields(dataset, patches_field, keypoints_field)
+        _record_detector(samples, patches_field, 1, overwrite=False)
+    det_ref, combined_absent = _detector_reference(dataset, mode, patches_field, cal)
     config = _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, vectors, specs)
     config.update(calibration=cal.to_dict() if cal else None, calibration_file=calibration or
                   ("shipped" if cal else None), calibration_absent=cal_absent,
-                  fields=fields.all_paths(vectors, calibrated=cal is not None))
+                  detector_reference=det_ref.summary() if det_ref else None, combined_absent=combined_absent,
+                  fields=fields.all_paths(vectors, calibrated=cal is not None, combined=det_ref is not None))
     _prepare_run(samples, fields, config, overwrite, resume)
-    if detect and patches_field:
-        _declare_detection_fields(dataset, patches_field, keypoints_field)
-    _declare_fields(dataset, fields, vectors, cal is not None)
+    _declare_fields(dataset, fields, vectors, cal is not None, det_ref is not None)
     return dict(scorer=scorer, fields=fields, mode=mode, keypoints_field=keypoints_field, vectors=vectors,
-                calibration=cal)
+                calibration=cal, detector_reference=det_ref)
+
+
+def _detector_reference(dataset, mode, patches_field, cal):
+    """``(reference, None)`` when this run can write ``K_combined``, else ``(None, why)``: it needs
+    the quality's percentile (a calibration table) and faces whose detector score is on the shipped
+    reference's scale (found by the built-in dlib detector, at its upsample)."""
+    from ..prefiqs_core.combined import shipped_detector_reference
+
+    if cal is None:
+        return None, "no calibration table applies (the combined value averages the quality's percentile)"
+    if mode == "aligned":
+        return None, "aligned chips have no face detector score"
+    ref = shipped_detector_reference()
+    if mode == "patches" and dataset.has_sample_field(patches_field):
+        info = dataset.get_field(patches_field).info or {}
+        if "detector" not in info:
+            return None, (f"the faces of {patches_field!r} were not found by detect_faces, so their "
+                          "confidences are not on the built-in detector's scale")
+        why = ref.mismatch(info["detector"], info.get("upsample", 1))
+        if why:
+            return None, why
+    return ref, None  # detect mode: the pipeline's own detector (prefiqs_core.alignment.DlibDetector)
 
 
 def _iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
@@ -306,10 +339,11 @@ def _iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoi
     for chunk in chunks(ids, batch_size):
         # select from the caller's view, not the dataset, so label filters in that view still apply
         view = samples.select(chunk, ordered=True)
+        ref = setup["detector_reference"]
         if patches_field:
-            _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally, cal)
+            _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally, cal, ref)
         else:
-            _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal)
+            _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal, ref)
         tally["num_samples"] += len(chunk)
         if done is not None:
             done[0] = tally["num_samples"]
@@ -368,7 +402,8 @@ def _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, v
 
 
 # a resumed run must convert with the same calibration table, or its percentiles would mix two scales
-_MATCHING = ("backbone", "checkpoint_sha256", "pruning", "input", "patches_field", "keypoints_field", "calibration")
+_MATCHING = ("backbone", "checkpoint_sha256", "pruning", "input", "patches_field", "keypoints_field", "calibration",
+             "detector_reference")
 
 
 def _prepare_run(samples, fields, config, overwrite, resume):
@@ -397,12 +432,14 @@ def _prepare_run(samples, fields, config, overwrite, resume):
     runs.update_results(dataset, key, summary={}, visualizations={})
 
 
-def _declare_fields(dataset, fields, vectors, calibrated=False):
+def _declare_fields(dataset, fields, vectors, calibrated=False, combined=False):
     # Declared up front so that the App can filter on them and brain finds the vectors by name
     # (an undeclared embedded vector makes compute_visualization fall back to a zoo model).
     wanted = [(fields.quality, fo.FloatField), (fields.drift, fo.FloatField), (fields.error, fo.StringField)]
     if calibrated:
         wanted += [(fields.percentile, fo.FloatField), (fields.expected_fnmr, fo.FloatField)]
+    if calibrated and combined:
+        wanted.append((fields.combined, fo.FloatField))
     wanted += [(fields.vector(v), fo.VectorField) for v in vectors]
     if fields.patches_field:
         wanted += [(fields.min_quality, fo.FloatField), (fields.sample_error, fo.StringField)]
@@ -433,9 +470,20 @@ def _calibrated(cal, quality: list) -> tuple[list, list]:
             [None if v is None else float(f) for v, f in zip(quality, fnmr)])
 
 
-def _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal=None):
+def _combined(cal, ref, quality: list, det_scores: list) -> list:
+    """``K_combined`` beside each quality (None without a quality or a detector score)."""
+    from ..prefiqs_core.combined import combined
+
+    q = np.array([np.nan if v is None else v for v in quality], np.float64)
+    d = np.array([np.nan if v is None else v for v in det_scores], np.float64)
+    out = combined(cal.percentile(q), ref.percentile(d))
+    return [None if np.isnan(v) else float(v) for v in out]
+
+
+def _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal=None, ref=None):
     ids, paths = view.values(["id", "filepath"])
     chips, rows, errors = [], [], [None] * len(ids)
+    det_scores = [None] * len(ids)
     for i, im in enumerate(whole_images(paths, mode, scorer.backbone.preprocess)):
         if im.error is not None:
             errors[i] = im.error
@@ -443,6 +491,7 @@ def _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal=No
         else:
             chips.append(im.chips[0])  # detect: faces come best first; score the best one
             rows.append(i)
+            det_scores[i] = im.scores[0] if im.scores else None
     res = scorer.score(np.stack(chips), batch_size=batch_size) if chips else None
     tally["num_scored"] += len(rows)
     quality, drift = [None] * len(ids), [None] * len(ids)
@@ -461,11 +510,14 @@ def _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal=No
         pct, fnmr = _calibrated(cal, quality)
         view.set_values(fields.percentile, pct)
         view.set_values(fields.expected_fnmr, fnmr)
+        if ref is not None:
+            view.set_values(fields.combined, _combined(cal, ref, quality, det_scores))
     view.set_values(fields.error, errors)
     view.set_values(fields.quality, quality)
 
 
-def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally, cal=None):
+def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally, cal=None,
+                   ref=None):
     pf = fields.patches_field
     cols = ["id", "filepath", pf] + ([keypoints_field] if keypoints_field else [])
     values = view.values(cols)
@@ -473,6 +525,7 @@ def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_si
     kps = values[3] if keypoints_field else [None] * len(ids)
 
     chips, owners = [], []  # owners[j] = (sample index, label id) of chips[j]
+    det_scores = []  # the detector's confidence of chips[j], None when the label has none
     label_errors = []  # (sample id, label id, reason)
     sample_error = [None] * len(ids)
     has_face = [False] * len(ids)
@@ -493,6 +546,7 @@ def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_si
             if reason is None:
                 chips.append(chip)
                 owners.append((i, det.id))
+                det_scores.append(det.confidence)
                 has_face[i] = True
             else:
                 label_errors.append((sid, det.id, reason))
@@ -504,13 +558,16 @@ def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_si
     tally["num_scored"] += len(chips)
     min_quality = [None] * len(ids)
     extra = ["percentile", "expected_fnmr"] if cal is not None else []
+    extra += ["combined"] if cal is not None and ref is not None else []
     label_values = {name: [] for name in ["quality", "drift", "error"] + vectors + extra}
     if cal is not None and owners:
         pct, fnmr = cal.percentile(res.quality), cal.expected_fnmr(res.quality)
+        comb = _combined(cal, ref, list(res.quality), det_scores) if ref is not None else None
     for j, (i, lid) in enumerate(owners):
         q = float(res.quality[j])
         min_quality[i] = q if min_quality[i] is None else min(min_quality[i], q)
         calibrated = [("percentile", float(pct[j])), ("expected_fnmr", float(fnmr[j]))] if extra else []
+        calibrated += [("combined", comb[j])] if "combined" in extra else []
         for name, value in [("quality", q), ("drift", float(res.drift[j])), ("error", None)] + calibrated + \
                 [(v, getattr(res, v)[j].astype(np.float32)) for v in vectors]:
             label_values[name].append(dict(sample_id=ids[i], label_id=lid, value=value))
