@@ -178,3 +178,21 @@ def test_the_grid_gets_images_a_browser_can_show(orl_ds, orl):
     for p, photo in list(zip(paths, photos))[:5]:
         with Image.open(p) as png, Image.open(assets.orl_dir() / photo) as pgm:
             assert png.mode == pgm.mode and np.array_equal(np.asarray(png), np.asarray(pgm))
+
+
+def test_combined_field_evaluates_beside_the_quality(orl_ds, orl):
+    # the demo's ORL faces come from detect_faces, so the run wrote K_combined beside its quality
+    combined = f"faces.detections.{orl.ORL_RUN}_combined"
+    view = orl.orl_view(orl_ds)
+    assert None not in view.values(combined, unwind=True)
+    try:
+        ev = foo.get_operator(P + "evaluate_face_quality")(
+            view, identity_field="identity", quality_fields=[orl.ORL_RUN, combined], patches_field="faces",
+            eval_key="orl_combined", overwrite=True)
+    finally:  # leave the dataset as the demo builds it (the panel test counts its curves)
+        if "orl_combined" in orl_ds.list_runs():
+            orl_ds.delete_run("orl_combined")
+    assert [m["field"] for m in ev["methods"]][1] == combined
+    curves = [ev["curves"][m["name"]] for m in ev["methods"]]
+    assert curves[0]["fnmr"][0] == curves[1]["fnmr"][0]  # the same pairs, another order
+    assert curves[0]["discard_fractions"] != curves[1]["discard_fractions"]
