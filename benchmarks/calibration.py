@@ -9,6 +9,8 @@ coverage (bands whose B value lies inside A's prediction interval, and inside A'
 confidence interval), how many bands' own B intervals overlap A's confidence interval, and how far
 A's percentiles are from uniform on B's faces. The plot (quality → expected FNMR with both
 intervals, B's measurements on top) goes to ``docs/img/calibration_<backbone>.png``.
+Last, the detector reference that ``combined`` uses (``prefiqs_core.combined``), fitted on A's faces
+and compared with the shipped one, and how far its percentiles are from uniform on B's faces.
 
 B's measurement has sampling noise of its own (B is a different, equally small set of people), so
 even an exact 95 % confidence interval for the band's true FNMR covers an independent measurement of
@@ -153,6 +155,25 @@ def main(argv=None):
         plot(cal, res, ref_b, png)
         (out / f"calibration_{name}.json").write_text(json.dumps(dict(table=cal.to_dict(), check=res), indent=1))
         print(f"plot: {png}", file=sys.stderr)
+    print_detector_check(args.folder, args.cache)
+
+
+def print_detector_check(folder, cache, split_seed=0, max_per_person=20, log=print):
+    """The detector reference (``combined``'s other half) the same way: fitted on A's detections as
+    ``python -m prefiqs_core detector-reference --half A`` fits it, compared with the shipped one, and
+    A's percentiles of the detector score on B's faces against uniform."""
+    from prefiqs_core.calibration import uniform_gap
+    from prefiqs_core.combined import fit_detector_reference, shipped_detector_reference
+
+    faces = FaceSet.load(folder, cache, max_per_person, progress=_bar)
+    a, b = people_halves(faces.labels, split_seed)
+    scores = np.asarray(faces.detections["scores"], np.float64)
+    ref = fit_detector_reference(scores[a])
+    same = ref.quantiles == shipped_detector_reference().quantiles
+    log(f"\ndetector reference (dlib HOG scores of {ref.made['n_faces']} faces of half A): shipped reference "
+        f"{'identical to this fit' if same else 'DIFFERS from this fit: re-run `make calibration`'}; A's "
+        f"percentiles on B's {int(np.isfinite(scores[b]).sum())} detected faces: largest gap from uniform "
+        f"{uniform_gap(ref.percentile(scores[b])):.1f} percentile points")
 
 
 if __name__ == "__main__":

@@ -513,6 +513,15 @@ def _fill_rows(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def uniform_gap(percentiles) -> float:
+    """How far reference percentiles of new faces are from uniform: the largest gap, in percentile
+    points, between the share of faces below p and p itself (p = 1..99); NaN values are left out."""
+    pct = np.asarray(percentiles, np.float64)
+    pct = pct[~np.isnan(pct)]
+    levels = np.arange(1, 100)
+    return float(np.max(np.abs(np.array([(pct < p).mean() * 100 for p in levels]) - levels)))
+
+
 def check(cal: Calibration, ref: Reference, reps: int = 1000, seed: int = 1) -> dict:
     """How a table holds on other reference faces (e.g. the held-out half): per band, the measured
     FNMR at that data's own FMR threshold and whether it lies in the table's prediction interval
@@ -534,9 +543,6 @@ def check(cal: Calibration, ref: Reference, reps: int = 1000, seed: int = 1) -> 
     inside_ci = (measured >= cal._lo) & (measured <= cal._hi)
     valid = n > 0
     overlap = (own_lo <= cal._hi) & (own_hi >= cal._lo)
-    pct = cal.percentile(ref.face_quality)
-    levels = np.arange(1, 100)
-    ecdf = np.array([(pct < p).mean() * 100 for p in levels])
     rows = [dict(band=i, lo=b.lo, hi=b.hi, pairs=int(n[i]), errors=int(k[i]), measured=float(measured[i]),
                  expected=b.fnmr, expected_lo=b.fnmr_lo, expected_hi=b.fnmr_hi, pred_lo=b.pred_lo,
                  pred_hi=b.pred_hi, inside=bool(inside[i]), inside_confidence=bool(inside_ci[i]),
@@ -546,7 +552,7 @@ def check(cal: Calibration, ref: Reference, reps: int = 1000, seed: int = 1) -> 
                 n_bands=int(valid.sum()), coverage_confidence=float(inside_ci[valid].mean()),
                 covered_confidence=int(inside_ci[valid].sum()), overlap=float(overlap[valid].mean()),
                 threshold=float(ref.threshold), fnmr=float(ref.errors.mean()),
-                percentile_max_gap=float(np.max(np.abs(ecdf - levels))))
+                percentile_max_gap=uniform_gap(cal.percentile(ref.face_quality)))
 
 
 # --------------------------------------------------------------------------------------------

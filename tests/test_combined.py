@@ -147,3 +147,13 @@ def test_shipped_reference_is_a_refit_on_lfw_half_a(tmp_path):
                  "--out", str(out), "--quiet"]) == 0
     np.testing.assert_allclose(DetectorReference.load(out).quantiles, shipped_detector_reference().quantiles,
                                rtol=1e-9)
+
+
+def test_uniform_gap_measures_how_far_percentiles_are_from_uniform():
+    from prefiqs_core.calibration import uniform_gap
+
+    even = (np.arange(10_000) + 0.5) / 100  # 0.005 ... 99.995: as uniform as 10,000 faces can be
+    assert uniform_gap(even) < 0.01
+    assert uniform_gap(np.r_[even, [np.nan] * 50]) == uniform_gap(even)  # faces without a value are left out
+    assert uniform_gap(np.full(100, 50.0)) == 50  # everyone at 50: none below p = 50, a gap of 50 there
+    assert abs(uniform_gap(even / 2) - 50) < 0.01  # everyone in the lower half
