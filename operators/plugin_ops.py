@@ -412,6 +412,13 @@ class TagLowQuality(foo.Operator):
         if sum(ctx.params.get(n) is not None for n in names) != 1:
             thr.invalid, thr.error_message = True, ("Give exactly one of threshold, worst percent"
                                                     + (", percentile or expected FNMR" if calibrated is None else ""))
+        if runs.fields_of(ctx.dataset, key).combined in (runs.load_config(ctx.dataset, key).get("fields") or []):
+            by = types.Dropdown(label="Rank faces by")
+            by.add_choice("quality", label="quality (PreFIQs)")
+            by.add_choice("combined", label="combined (PreFIQs and the detector's score, 0-100)")
+            inputs.enum("by", by.values(), default="quality", view=by, label="Rank faces by",
+                        description="combined: the threshold is a combined value; percentile and expected FNMR "
+                                    "convert the quality only")
         inputs.str("tag", default="low_quality", label="Tag")
         inputs.bool("label_tags", required=False, label="Tag face labels (patch runs; default yes)")
         inputs.bool("save_view", default=True, label="Save the view <run>_worst")
@@ -422,18 +429,20 @@ class TagLowQuality(foo.Operator):
         info = tag_low_quality(ctx.target_view(), run_key=p.get("run_key") or "prefiqs", threshold=p.get("threshold"),
                                worst_percent=p.get("worst_percent"), tag=p.get("tag") or "low_quality",
                                label_tags=p.get("label_tags"), save_view=p.get("save_view", True),
-                               percentile=p.get("percentile"), max_expected_fnmr=p.get("max_expected_fnmr"))
+                               percentile=p.get("percentile"), max_expected_fnmr=p.get("max_expected_fnmr"),
+                               by=p.get("by") or "quality")
         ctx.ops.reload_dataset()
         if info["saved_view"]:
             ctx.ops.set_view(name=info["saved_view"])
         return info
 
     def __call__(self, sample_collection, run_key="prefiqs", threshold=None, worst_percent=None,
-                 tag="low_quality", label_tags=None, save_view=True, percentile=None, max_expected_fnmr=None):
+                 tag="low_quality", label_tags=None, save_view=True, percentile=None, max_expected_fnmr=None,
+                 by="quality"):
         """See ``operators.tagging.tag_low_quality``; returns its result dict."""
         params = dict(run_key=run_key, threshold=threshold, worst_percent=worst_percent, tag=tag,
                       label_tags=label_tags, save_view=save_view, percentile=percentile,
-                      max_expected_fnmr=max_expected_fnmr)
+                      max_expected_fnmr=max_expected_fnmr, by=by)
         result = _execute(self.uri, sample_collection, {k: v for k, v in params.items() if v is not None}, False)
         result.raise_exceptions()
         return result.result

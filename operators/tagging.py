@@ -8,8 +8,11 @@ import numpy as np
 from . import runs
 
 
+BY = ("quality", "combined")
+
+
 def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=None, tag="low_quality",
-                    label_tags=None, save_view=True, percentile=None, max_expected_fnmr=None) -> dict:
+                    label_tags=None, save_view=True, percentile=None, max_expected_fnmr=None, by="quality") -> dict:
     """Tags the faces of run ``run_key`` whose quality is low.
 
     Exactly one criterion: ``threshold`` (quality strictly below it), ``worst_percent`` (the
@@ -19,10 +22,14 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
     quality threshold (returned as ``threshold_quality``). The tag first leaves every sample/label
     of ``samples`` that had it, so it marks exactly this selection.
 
+    ``by="combined"`` ranks faces by ``K_combined`` (the quality's and the detector score's reference
+    percentiles averaged, 0–100) instead of the quality: ``threshold`` is then a combined value and
+    ``worst_percent`` the worst by it; the run must have written it (faces of the built-in detector).
+
     Args:
         samples: the dataset or a view of it
         run_key ("prefiqs"): a PreFIQs run
-        threshold (None): quality cutoff in [0, 1]
+        threshold (None): quality cutoff in [0, 1] (with ``by="combined"``: a combined value in [0, 100])
         worst_percent (None): percentage of faces, in (0, 100]
         percentile (None): reference percentile in [0, 100]: tag faces whose ``K_percentile`` is below it
         max_expected_fnmr (None): in [0, 1]: tag faces whose ``K_expected_fnmr`` is above it
@@ -31,6 +38,7 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
             True for patch-level runs. Sample-level runs always use sample tags
         save_view (True): save the view ``<run_key>_worst``: the tagged samples (or face patches)
             sorted worst first
+        by ("quality"): rank faces by ``"quality"`` or by ``"combined"``
 
     Returns:
         a dict with ``num_tagged``, ``cutoff`` (the highest tagged quality), ``threshold_quality``
@@ -46,14 +54,27 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
         raise ValueError(f"percentile is a reference percentile in [0, 100], got {percentile}")
     if max_expected_fnmr is not None and not 0 <= float(max_expected_fnmr) <= 1:
         raise ValueError(f"max_expected_fnmr is a rate in [0, 1], got {max_expected_fnmr}")
-    if threshold is not None and not 0 <= float(threshold) <= 1:
-        raise ValueError(f"threshold is a quality in [0, 1], got {threshold}")
+    if by not in BY:
+        raise ValueError(f"by is one of {', '.join(BY)}, got {by!r}")
+    if by == "combined" and (percentile is not None or max_expected_fnmr is not None):
+        raise ValueError("percentile and max_expected_fnmr convert the quality; with by='combined' give a "
+                         "threshold (a combined value, 0-100) or worst_percent")
+    top = 100 if by == "combined" else 1
+    if threshold is not None and not 0 <= float(threshold) <= top:
+        raise ValueError(f"threshold is a{' combined value' if by == 'combined' else ' quality'} in [0, {top}], "
+                         f"got {threshold}")
     if worst_percent is not None and not 0 < float(worst_percent) <= 100:
         raise ValueError(f"worst_percent must be in (0, 100], got {worst_percent}")
     if not tag:
         raise ValueError("tag must be a non-empty string")
     fields = runs.fields_of(samples, run_key)
     dataset = samples._dataset
+    if by == "combined":
+        cfg = runs.load_config(samples, run_key)
+        if fields.combined not in (cfg.get("fields") or []):
+            why = cfg.get("combined_absent") or "it was computed before combined values existed"
+            raise ValueError(f"run {run_key!r} has no combined values ({why}); rank by quality")
+    value = fields.combined if by == "combined" else fields.quality
     cut = None if threshold is None else float(threshold)
     if percentile is not None or max_expected_fnmr is not None:
         cal = runs.calibration_of(samples, run_key)
@@ -64,11 +85,11 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
     label_tags = bool(pf) if label_tags is None else bool(label_tags and pf)
 
     if pf:
-        sample_ids, label_ids, quality = samples.values(["id", f"{pf}.detections.id", fields.quality])
+        sample_ids, label_ids, quality = samples.values(["id", f"{pf}.detections.id", value])
         rows = [(s, l, q) for s, ls, qs in zip(sample_ids, label_ids, quality) if ls
                 for l, q in zip(ls, qs or [None] * len(ls)) if q is not None]
     else:
-        rows = [(s, None, q) for s, q in zip(*samples.values(["id", fields.quality])) if q is not None]
+        rows = [(s, None, q) for s, q in zip(*samples.values(["id", value])) if q is not None]
     picked = _pick(rows, cut, worst_percent)
 
     if label_tags:
@@ -76,12 +97,20 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
         if picked:
             dataset.select_labels(ids=[r[1] for r in picked], fields=pf).tag_labels(tag, label_fields=[pf])
         # inside a patches view each row holds one Detection: its path has no ".detections"
-        worst = dataset.select_labels(tags=tag, fields=pf).to_patches(pf).sort_by(f"{pf}.{run_key}_quality")
+        worst = dataset.select_labels(tags=tag, fields=pf).to_patches(pf).sort_by(f"{pf}.{run_key}_{by}")
     else:
         samples.untag_samples(tag)
         if picked:
             dataset.select(list(dict.fromkeys(r[0] for r in picked))).tag_samples(tag)
-        worst = dataset.match_tags(tag).sort_by(fields.min_quality if pf else fields.quality)
+        if not pf:
+            order = value
+        elif by == "quality":
+            order = fields.min_quality
+        else:  # a sample's worst face by the combined value
+            from fiftyone import ViewField as F
+
+            order = F(f"{pf}.detections").map(F(f"{run_key}_combined")).min()
+        worst = dataset.match_tags(tag).sort_by(order)
 
     saved = None
     if save_view:
@@ -89,7 +118,7 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
         dataset.save_view(saved, worst, description=f"PreFIQs run {run_key}: faces tagged {tag!r}, worst first",
                           overwrite=True)
     cutoff = max((r[2] for r in picked), default=None)
-    info = dict(tag=tag, label_tags=label_tags, threshold=threshold, worst_percent=worst_percent,
+    info = dict(by=by, tag=tag, label_tags=label_tags, threshold=threshold, worst_percent=worst_percent,
                 percentile=percentile, max_expected_fnmr=max_expected_fnmr,
                 threshold_quality=None if cut is None or cut == -float("inf") else cut,
                 num_tagged=len(picked), cutoff=cutoff, saved_view=saved)

@@ -192,3 +192,45 @@ def test_a_sharded_run_prepared_before_detection_resumes_with_the_same_record(ma
                                                 store_embeddings=False, resume=True)
     assert again["detector_reference"] is not None
     assert ds.get_field("found").info["detector"] == "dlib_hog"
+
+
+def test_tag_by_combined_tags_the_faces_below_and_saves_them_worst_first(scored):
+    from fiftyone import ViewField as F
+
+    ds = scored
+    tag = foo.get_operator(P + "tag_low_quality")
+    ids, comb = ds.values(["faces.detections.id", "faces.detections.prefiqs_combined"], unwind=True)
+    s = np.sort(comb)
+    t = float((s[3] + s[4]) / 2)
+    want = sorted(i for i, v in zip(ids, comb) if v < t)
+    assert len(want) == 4
+
+    def tagged():
+        return sorted(ds.filter_labels("faces", F("tags").contains("low_quality")).values("faces.detections.id",
+                                                                                          unwind=True))
+
+    info = tag(ds, threshold=t, by="combined")
+    assert info["num_tagged"] == 4 and tagged() == want and info["by"] == "combined"
+    worst = ds.load_saved_view(info["saved_view"])
+    assert worst.values("faces.prefiqs_combined") == sorted(s[:4].tolist())  # the patches, worst first
+    # the worst 40 % by combined: the same 4 faces
+    assert tag(ds, worst_percent=40, by="combined")["num_tagged"] == 4 and tagged() == want
+    # sample tags: samples holding a face below, sorted by their worst face's combined value
+    info = tag(ds, threshold=t, by="combined", label_tags=False)
+    worst = ds.load_saved_view(info["saved_view"])
+    firsts = [min(v) for v in worst.values("faces.detections.prefiqs_combined")]
+    assert firsts == sorted(firsts) and firsts[0] == s[0]
+
+
+def test_tag_by_combined_needs_the_values_and_its_own_scale(scored, api):
+    tag = foo.get_operator(P + "tag_low_quality")
+    with pytest.raises(Exception, match="run 'theirs' has no combined values .*not found by detect_faces"):
+        tag(scored, run_key="theirs", threshold=50, by="combined")
+    with pytest.raises(Exception, match="convert the quality"):
+        tag(scored, percentile=5, by="combined")
+    with pytest.raises(Exception, match=r"combined value in \[0, 100\]"):
+        tag(scored, threshold=150, by="combined")
+    with pytest.raises(Exception, match="Path: by. Reason: Invalid enum value"):  # the form's own check
+        tag(scored, threshold=0.5, by="drift")
+    with pytest.raises(ValueError, match="by is one of quality, combined"):
+        api.tagging.tag_low_quality(scored, threshold=0.5, by="drift")
