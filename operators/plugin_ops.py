@@ -393,32 +393,40 @@ class TagLowQuality(foo.Operator):
         key = _run_key_choice(ctx, inputs)
         if key is None:
             return types.Property(inputs)
-        thr = inputs.float("threshold", required=False, label="Quality threshold",
-                           description="Tag faces whose quality is below this")
+        by = "quality"
+        if runs.fields_of(ctx.dataset, key).combined in (runs.load_config(ctx.dataset, key).get("fields") or []):
+            choice = types.Dropdown(label="Rank faces by")
+            choice.add_choice("quality", label="quality (PreFIQs)")
+            choice.add_choice("combined", label="combined: PreFIQs and the detector's score (0-100)")
+            inputs.enum("by", choice.values(), default="quality", view=choice, label="Rank faces by")
+            by = ctx.params.get("by") or "quality"
+        if by == "combined":
+            thr = inputs.float("threshold", required=False, label="Combined threshold",
+                               description="0-100: tag faces whose combined value is below this")
+        else:
+            thr = inputs.float("threshold", required=False, label="Quality threshold",
+                               description="Tag faces whose quality is below this")
         inputs.float("worst_percent", required=False, label="...or the worst percent")
-        try:
-            runs.calibration_of(ctx.dataset, key)
-            calibrated = None
-        except ValueError as e:
-            calibrated = str(e)
+        calibrated = "they convert the quality, not the combined value"
+        if by == "quality":
+            try:
+                runs.calibration_of(ctx.dataset, key)
+                calibrated = None
+            except ValueError as e:
+                calibrated = str(e)
         if calibrated is None:
             inputs.float("percentile", required=False, label="...or below this reference percentile",
                          description="0-100: share of the calibration's reference faces with lower quality")
             inputs.float("max_expected_fnmr", required=False, label="...or expected FNMR above",
                          description="A rate, e.g. 0.05: tag faces whose expected FNMR at FMR 1e-3 exceeds it")
-        else:
+        elif by == "quality":
             inputs.view("uncalibrated", types.Notice(label=f"Percentile and expected-FNMR thresholds: {calibrated}"))
-        names = ("threshold", "worst_percent", "percentile", "max_expected_fnmr")
-        if sum(ctx.params.get(n) is not None for n in names) != 1:
-            thr.invalid, thr.error_message = True, ("Give exactly one of threshold, worst percent"
-                                                    + (", percentile or expected FNMR" if calibrated is None else ""))
-        if runs.fields_of(ctx.dataset, key).combined in (runs.load_config(ctx.dataset, key).get("fields") or []):
-            by = types.Dropdown(label="Rank faces by")
-            by.add_choice("quality", label="quality (PreFIQs)")
-            by.add_choice("combined", label="combined (PreFIQs and the detector's score, 0-100)")
-            inputs.enum("by", by.values(), default="quality", view=by, label="Rank faces by",
-                        description="combined: the threshold is a combined value; percentile and expected FNMR "
-                                    "convert the quality only")
+        names = ("threshold", "worst_percent") + (("percentile", "max_expected_fnmr") if calibrated is None else ())
+        if by == "combined" and any(ctx.params.get(n) is not None for n in ("percentile", "max_expected_fnmr")):
+            thr.invalid, thr.error_message = True, f"Percentile and expected-FNMR thresholds: {calibrated}"
+        elif sum(ctx.params.get(n) is not None for n in names) != 1:
+            thr.invalid, thr.error_message = True, ("Give exactly one of threshold, worst percent, percentile or expected FNMR"
+                                                    if calibrated is None else "Give a threshold or a worst percent")
         inputs.str("tag", default="low_quality", label="Tag")
         inputs.bool("label_tags", required=False, label="Tag face labels (patch runs; default yes)")
         inputs.bool("save_view", default=True, label="Save the view <run>_worst")
