@@ -142,6 +142,16 @@ def _config(name, label, description, **kwargs):
 # ------------------------------------------------------------------------------------------------
 
 
+def _file_input(inputs, p, name, label, what, max_bytes, description):
+    """An optional path typed in the form, checked (exists, a file, not too large) as it is typed."""
+    prop = inputs.str(name, required=False, label=label, description=description)
+    if p.get(name):
+        try:
+            check_user_file(p[name], what=what, max_bytes=max_bytes)
+        except CheckpointError as e:
+            prop.invalid, prop.error_message = True, str(e)
+
+
 class ComputePrefiqs(_DelegableOperator):
     @property
     def config(self):
@@ -213,14 +223,12 @@ class ComputePrefiqs(_DelegableOperator):
                 pr.invalid, pr.error_message = True, str(e)
         elif p.get("prune_from") not in (None, WHOLE_NETWORK, *splits):
             inputs.view("split", types.Warning(label=f"{p['prune_from']} is not a split point of {backbone}"))
-        cal = inputs.str("calibration", required=False, label="Calibration table",
-                         description="JSON from `python -m prefiqs_core calibrate`, for percentile and expected "
-                                     "FNMR fields (default: the shipped table when it fits backbone and pruning)")
-        if p.get("calibration"):
-            try:
-                check_user_file(p["calibration"], what="calibration table", max_bytes=16 << 20)
-            except CheckpointError as e:
-                cal.invalid, cal.error_message = True, str(e)
+        _file_input(inputs, p, "calibration", "Calibration table", "calibration table", 16 << 20,
+                    "JSON from `python -m prefiqs_core calibrate`, for percentile and expected FNMR fields "
+                    "(default: the shipped table when it fits backbone and pruning)")
+        _file_input(inputs, p, "detector_reference", "Detector reference", "detector reference", 1 << 20,
+                    "JSON from `python -m prefiqs_core detector-reference`, for the combined field "
+                    "(default: the shipped one, dlib's HOG detector)")
         inputs.int("batch_size", default=64, label="Batch size")
         inputs.str("device", required=False, label="Device", description="cpu, cuda, cuda:1... (default: auto)")
         inputs.bool("store_embeddings", default=True, label="Store embeddings",
@@ -245,7 +253,8 @@ class ComputePrefiqs(_DelegableOperator):
             checkpoint=p.get("checkpoint") or None, pruning=form_pruning(p),
             batch_size=p.get("batch_size", 64), device=p.get("device") or None,
             store_embeddings=p.get("store_embeddings", True), overwrite=p.get("overwrite", False),
-            resume=p.get("resume", False), calibration=p.get("calibration") or None)
+            resume=p.get("resume", False), calibration=p.get("calibration") or None,
+            detector_reference=p.get("detector_reference") or None)
         return _run_progress(ctx, gen, lambda r: f"PreFIQs {r['run_key']}: {r['num_scored']} faces scored, "
                                                  f"{r['num_errors']} errors")
 
@@ -253,7 +262,8 @@ class ComputePrefiqs(_DelegableOperator):
         from .shards import queue_compute_prefiqs_shards
 
         keys = ("patches_field", "keypoints_field", "aligned", "detect", "backbone", "checkpoint",
-                "batch_size", "device", "store_embeddings", "overwrite", "resume", "calibration")
+                "batch_size", "device", "store_embeddings", "overwrite", "resume", "calibration",
+                "detector_reference")
         key = p.get("run_key") or "prefiqs"
         queued = queue_compute_prefiqs_shards(ctx.target_view(), int(p["num_shards"]), run_key=key,
                                               pruning=form_pruning(p),
@@ -266,7 +276,7 @@ class ComputePrefiqs(_DelegableOperator):
     def __call__(self, sample_collection, run_key="prefiqs", patches_field=None, keypoints_field=None,
                  aligned=False, detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None,
                  sparsity=None, batch_size=64, device=None, store_embeddings=True, overwrite=False,
-                 resume=False, num_shards=1, delegate=False, calibration=None):
+                 resume=False, num_shards=1, delegate=False, calibration=None, detector_reference=None):
         """See ``operators.scoring.compute_prefiqs``. Returns the run's summary (or, when delegated,
         the ``ExecutionResult`` of the queued operation)."""
         params = dict(run_key=run_key, patches_field=patches_field, keypoints_field=keypoints_field,
@@ -274,7 +284,8 @@ class ComputePrefiqs(_DelegableOperator):
                       pruning=pruning, sparsity=sparsity, batch_size=batch_size, device=device,
                       store_embeddings=store_embeddings, overwrite=overwrite, resume=resume,
                       num_shards=num_shards, delegate=delegate,
-                      calibration=str(calibration) if calibration else None)
+                      calibration=str(calibration) if calibration else None,
+                      detector_reference=str(detector_reference) if detector_reference else None)
         result = _execute(self.uri, sample_collection, {k: v for k, v in params.items() if v is not None},
                           delegate)
         result.raise_exceptions()

@@ -34,7 +34,7 @@ _MAX_SCORERS = 2  # each holds a dense and a pruned network; keep the cache smal
 def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
                     detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
                     batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False,
-                    calibration=None, progress=None) -> dict:
+                    calibration=None, detector_reference=None, progress=None) -> dict:
     """Scores the face image quality of ``samples`` with PreFIQs and stores it in fields.
 
     PreFIQs measures how far a face's L2-normalised embedding moves when the recognition network
@@ -96,6 +96,10 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
         calibration (None): a calibration table (JSON, ``python -m prefiqs_core calibrate``); it must
             have been made for this backbone, pruning and weights file, else the run is refused.
             Default: the shipped table when it applies
+        detector_reference (None): a detector reference (JSON, ``python -m prefiqs_core
+            detector-reference``) for ``K_combined``; it must be for the detector and upsample that
+            found the faces and needs a calibration table, else the run is refused. Default: the
+            shipped reference (dlib's HOG detector on LFW development faces) where it applies
         progress (None): a callable ``progress(fraction, label)``
 
     Returns:
@@ -109,7 +113,8 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
                                       backbone=backbone, checkpoint=checkpoint, pruning=pruning,
                                       sparsity=sparsity, batch_size=batch_size, device=device,
                                       store_embeddings=store_embeddings, overwrite=overwrite,
-                                      resume=resume, calibration=calibration), progress)
+                                      resume=resume, calibration=calibration,
+                                      detector_reference=detector_reference), progress)
 
 
 def resolve_pruning(backbone_name: str, pruning=None, sparsity=None) -> list[PruneSpec]:
@@ -242,7 +247,7 @@ def _check_options(batch_size, device, checkpoint):
 def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
                             detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
                             batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False,
-                            calibration=None) -> dict:
+                            calibration=None, detector_reference=None) -> dict:
     """Everything :func:`compute_prefiqs` does before scoring: check the arguments, load the scorer,
     record (or check, for ``resume``) the run and declare its fields. Returns what the scoring needs.
 
@@ -269,6 +274,8 @@ def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keyp
         _check_label_field(dataset, keypoints_field, fo.Keypoints, "keypoints")
     if calibration:  # a path typed in the App: checked like a checkpoint before it is read
         calibration = str(check_user_file(calibration, what="calibration table", max_bytes=16 << 20))
+    if detector_reference:
+        detector_reference = str(check_user_file(detector_reference, what="detector reference", max_bytes=1 << 20))
     scorer = get_scorer(backbone, checkpoint, specs, device)
     bb = scorer.backbone
     # a named table that does not fit this setting raises here (CalibrationMismatch): refused, not converted
@@ -279,11 +286,13 @@ def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keyp
         # mark the field mixed
         _declare_detection_fields(dataset, patches_field, keypoints_field)
         _record_detector(samples, patches_field, 1, overwrite=False)
-    det_ref, combined_absent = _detector_reference(dataset, mode, patches_field, cal)
+    det_ref, combined_absent = _detector_reference(dataset, mode, patches_field, cal, detector_reference)
     config = _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, vectors, specs)
     config.update(calibration=cal.to_dict() if cal else None, calibration_file=calibration or
                   ("shipped" if cal else None), calibration_absent=cal_absent,
-                  detector_reference=det_ref.summary() if det_ref else None, combined_absent=combined_absent,
+                  detector_reference=det_ref.to_dict() if det_ref else None,
+                  detector_reference_file=detector_reference or ("shipped" if det_ref else None),
+                  combined_absent=combined_absent,
                   fields=fields.all_paths(vectors, calibrated=cal is not None, combined=det_ref is not None))
     _prepare_run(samples, fields, config, overwrite, resume)
     _declare_fields(dataset, fields, vectors, cal is not None, det_ref is not None)
@@ -291,36 +300,33 @@ def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keyp
                 calibration=cal, detector_reference=det_ref)
 
 
-def _detector_reference(dataset, mode, patches_field, cal):
+def _detector_reference(dataset, mode, patches_field, cal, path=None):
     """``(reference, None)`` when this run can write ``K_combined``, else ``(None, why)``: it needs
-    the quality's percentile (a calibration table) and faces whose detector score is on the shipped
-    reference's scale (found by the built-in dlib detector, at its upsample)."""
-    from ..prefiqs_core.combined import shipped_detector_reference
+    the quality's percentile (a calibration table) and faces whose detector score is on the
+    reference's scale (``path``, else the shipped one: found by the built-in dlib detector at its
+    upsample). A named reference that does not apply raises ``ValueError``."""
+    from ..prefiqs_core.combined import DETECTOR, resolve_detector_reference
 
-    if cal is None:
-        return None, "no calibration table applies (the combined value averages the quality's percentile)"
+    detector, upsample, no_detector = DETECTOR, 1, None  # detect mode: prefiqs_core.alignment.DlibDetector
     if mode == "aligned":
-        return None, "aligned chips have no face detector score"
-    ref = shipped_detector_reference()
-    if mode == "patches" and dataset.has_sample_field(patches_field):
+        detector, no_detector = None, "aligned chips have no face detector score"
+    elif mode == "patches" and dataset.has_sample_field(patches_field):
         info = dataset.get_field(patches_field).info or {}
-        if "detector" not in info:
-            return None, (f"the faces of {patches_field!r} were not found by detect_faces, so their "
-                          "confidences are not on the built-in detector's scale")
-        why = ref.mismatch(info["detector"], info.get("upsample", 1))
-        if why:
-            return None, why
-    return ref, None  # detect mode: the pipeline's own detector (prefiqs_core.alignment.DlibDetector)
+        detector, upsample = info.get("detector"), info.get("upsample", 1)
+        no_detector = (f"the faces of {patches_field!r} were not found by detect_faces, so their "
+                       "confidences are not on the built-in detector's scale")
+    return resolve_detector_reference(path, calibrated=cal is not None, detector=detector, upsample=upsample,
+                                      no_detector=no_detector)
 
 
 def _iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_field=None, aligned=False,
                           detect=False, backbone=DEFAULT_BACKBONE, checkpoint=None, pruning=None, sparsity=None,
                           batch_size=64, device=None, store_embeddings=True, overwrite=False, resume=False,
-                          calibration=None, done=None):
+                          calibration=None, detector_reference=None, done=None):
     yield Progress(0.0, f"loading {backbone}")
     setup = prepare_compute_prefiqs(samples, run_key, patches_field, keypoints_field, aligned, detect, backbone,
                                     checkpoint, pruning, sparsity, batch_size, device, store_embeddings,
-                                    overwrite, resume, calibration)
+                                    overwrite, resume, calibration, detector_reference)
     scorer, fields, mode, vectors = setup["scorer"], setup["fields"], setup["mode"], setup["vectors"]
     cal = setup["calibration"]
     keypoints_field = setup["keypoints_field"]

@@ -117,12 +117,18 @@ def cmd_score(args) -> int:
           f"calibration: {cal.made.get('source', 'table')} ({cal.backbone}, {cal.prune}) -> columns percentile, "
           "expected_fnmr", file=sys.stderr)
     mode = "aligned" if args.aligned else "detect"
-    det_ref = None
-    if cal is not None and mode == "detect":
-        from .combined import shipped_detector_reference
+    from .combined import DETECTOR, resolve_detector_reference
 
-        det_ref = shipped_detector_reference()
-        print("combined: quality and detector-score percentiles averaged -> column combined", file=sys.stderr)
+    try:  # the pipeline's own detector (DlibDetector, upsample 1) finds the faces in detect mode
+        det_ref, why_no_combined = resolve_detector_reference(
+            args.detector_reference, calibrated=cal is not None, detector=None if args.aligned else DETECTOR,
+            no_detector="aligned chips have no face detector score")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: --detector-reference: {e}", file=sys.stderr)
+        return 1
+    if det_ref is not None:
+        print(f"combined: quality and detector-score percentiles averaged (reference: "
+              f"{args.detector_reference or 'shipped'}) -> column combined", file=sys.stderr)
     dataset = ChipDataset(paths, scorer.backbone.preprocess, mode)
     images = tqdm(iter_images(dataset, args.workers, args.batch_size, args.device), total=len(paths), unit="img",
                   disable=args.quiet, file=sys.stderr)
@@ -147,9 +153,12 @@ def cmd_score(args) -> int:
                         *([_combined(cal, det_ref, row)] if det_ref else [])])
     sidecar = out.with_name(out.name + ".json")
     record = dict(calibration=cal.summary() | dict(file=str(args.calibration or "shipped")) if cal else None,
-                  detector_reference=det_ref.summary() if det_ref else None)
+                  detector_reference=det_ref.summary() | dict(file=str(args.detector_reference or "shipped"))
+                  if det_ref else None)
     if cal is None:
         record["calibration_absent"] = why
+    if det_ref is None:
+        record["combined_absent"] = why_no_combined
     sidecar.write_text(json.dumps(scorer.config() | record | dict(faces=n_ok, skipped=n_err), indent=1) + "\n")
     print(f"scored {n_ok} faces from {len(paths)} files ({n_err} skipped) -> {out} (settings: {sidecar.name})",
           file=sys.stderr)
@@ -310,6 +319,8 @@ def main(argv=None) -> int:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--calibration", metavar="FILE", help="calibration table (python -m prefiqs_core calibrate); "
                    "default: the shipped table when it applies to the backbone, weights and pruning")
+    s.add_argument("--detector-reference", metavar="FILE", help="detector reference for the combined column "
+                   "(python -m prefiqs_core detector-reference); default: the shipped one (dlib HOG, LFW-dev)")
     _add_model_args(s)
     c = sub.add_parser("calibrate", help="measure a calibration table (quality -> percentile, expected FNMR) "
                        "on an identity folder")

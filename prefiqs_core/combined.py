@@ -98,6 +98,29 @@ def shipped_detector_reference() -> DetectorReference:
     return DetectorReference.load(SHIPPED_DIR / f"detector_{DETECTOR}.json")
 
 
+NO_CALIBRATION = "no calibration table applies (the combined value averages the quality's percentile)"
+
+
+def resolve_detector_reference(path=None, *, calibrated: bool, detector: str | None, upsample: int = 1,
+                               no_detector: str = "the faces have no face detector score"):
+    """The detector reference for a run, as ``(reference, None)``, or ``(None, why)`` when the run
+    has no combined value.
+
+    ``detector`` / ``upsample`` say how the faces were found (``detector=None``: they have no
+    detector score, for the reason ``no_detector``); ``calibrated``: whether the quality has a
+    percentile (a calibration table applies). ``path`` names a reference file (``detector-reference``
+    command); without it the shipped one is used where it fits. A named reference that cannot be
+    applied raises ``ValueError``: asked for, it is refused rather than silently left out.
+    """
+    ref = DetectorReference.load(path) if path else shipped_detector_reference()
+    why = NO_CALIBRATION if not calibrated else no_detector if detector is None else ref.mismatch(detector, upsample)
+    if why is None:
+        return ref, None
+    if path:
+        raise ValueError(f"detector reference {path}: cannot be used here: {why}")
+    return None, why
+
+
 def combined(quality_percentile, detector_percentile):
     """The combined percentile (0–100, higher is better): the mean of the two; NaN where either is."""
     return (np.asarray(quality_percentile, np.float64) + np.asarray(detector_percentile, np.float64)) / 2

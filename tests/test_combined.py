@@ -14,7 +14,7 @@ from prefiqs_core import assets
 from prefiqs_core.calibration import shipped
 from prefiqs_core.cli import CALIBRATION_COLUMNS, COMBINED_COLUMNS, CSV_COLUMNS, main
 from prefiqs_core.combined import (DetectorReference, combined, fit_detector_reference,
-                                   shipped_detector_reference)
+                                   resolve_detector_reference, shipped_detector_reference)
 
 ROOT = Path(__file__).resolve().parent.parent
 LFW = ROOT.parent / "shared" / "data" / "lfw_dev"
@@ -72,6 +72,25 @@ def test_mismatch_names_what_differs():
     assert "upsample 2" in ref.mismatch("dlib_hog", 2)
 
 
+def test_resolve_uses_the_shipped_reference_where_it_fits_and_refuses_a_named_one_that_does_not(tmp_path):
+    ref, why = resolve_detector_reference(calibrated=True, detector="dlib_hog")
+    assert why is None and ref.to_dict() == shipped_detector_reference().to_dict()
+    # the shipped reference is left out, with the reason
+    assert resolve_detector_reference(calibrated=False, detector="dlib_hog") == (
+        None, "no calibration table applies (the combined value averages the quality's percentile)")
+    assert resolve_detector_reference(calibrated=True, detector=None, no_detector="chips") == (None, "chips")
+    assert "upsample 2" in resolve_detector_reference(calibrated=True, detector="dlib_hog", upsample=2)[1]
+    # a named one is used, or refused with the same reason
+    mine = _ref().save(tmp_path / "mine.json")
+    ref, why = resolve_detector_reference(mine, calibrated=True, detector="dlib_hog")
+    assert why is None and ref.quantiles == list(range(101))
+    for kw, reason in ((dict(calibrated=False, detector="dlib_hog"), "no calibration table"),
+                       (dict(calibrated=True, detector=None, no_detector="chips"), "chips"),
+                       (dict(calibrated=True, detector="yunet"), "detector 'yunet'")):
+        with pytest.raises(ValueError, match=f"mine.json: cannot be used here: .*{reason}"):
+            resolve_detector_reference(mine, **kw)
+
+
 def test_combined_is_the_mean_and_nan_without_a_detector_score():
     np.testing.assert_array_equal(combined([10.0, 80.0, 50.0], [30.0, 100.0, np.nan])[:2], [20.0, 90.0])
     assert np.isnan(combined(50.0, np.nan))
@@ -109,6 +128,44 @@ def test_score_writes_the_combined_column_in_detect_mode(tmp_path, capsys):
     assert "column combined" in capsys.readouterr().err
 
 
+def test_score_takes_a_named_detector_reference(tmp_path, capsys):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for name in ("obama.jpg", "friends_t1.jpg"):
+        shutil.copy(assets.photos_dir() / name, d / name)
+    # a reference on another scale than the shipped one: every combined value moves
+    mine = fit_detector_reference(np.linspace(0.0, 4.0, 500), dict(source="test")).save(tmp_path / "mine.json")
+    out = tmp_path / "s.csv"
+    args = ["score", str(d), "--backbone", "dlib_resnet29", "--workers", "0", "--quiet"]
+    assert main(args + ["--out", str(out), "--detector-reference", str(mine)]) == 0
+    assert f"(reference: {mine})" in capsys.readouterr().err
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cal, ref, shipped_ref = shipped("dlib_resnet29"), DetectorReference.load(mine), shipped_detector_reference()
+    assert len(rows) == 7
+    for r in rows:
+        q, s = float(r["quality"]), float(r["det_score"])
+        assert float(r["combined"]) == pytest.approx((cal.percentile(q) + ref.percentile(s)) / 2, abs=0.02)
+    assert any(abs(ref.percentile(float(r["det_score"])) - shipped_ref.percentile(float(r["det_score"]))) > 5
+               for r in rows)
+    side = json.loads((tmp_path / "s.csv.json").read_text())
+    assert side["detector_reference"]["file"] == str(mine) and side["detector_reference"]["made"]["source"] == "test"
+    # named but not applicable, or not a reference: one line, no CSV
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    up2 = fit_detector_reference(np.linspace(0.0, 4.0, 500), upsample=2).save(tmp_path / "up2.json")
+    for extra, msg in ((["--aligned"], "aligned chips have no face detector score"),
+                       (["--prune", "global_l1@0.5"], "no calibration table applies"),
+                       ([], "upsample 1 (the reference is for upsample 2)")):
+        ref_file = up2 if not extra else mine
+        o = tmp_path / "no.csv"
+        assert main(args + extra + ["--out", str(o), "--detector-reference", str(ref_file)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: --detector-reference:") and msg in err[-1] and not o.exists()
+    assert main(args + ["--out", str(tmp_path / "no.csv"), "--detector-reference", str(bad)]) == 1
+    assert "not JSON" in capsys.readouterr().err
+
+
 def test_score_has_no_combined_column_without_a_calibration(tmp_path):
     d = tmp_path / "photos"
     d.mkdir()
@@ -118,7 +175,8 @@ def test_score_has_no_combined_column_without_a_calibration(tmp_path):
                  "--workers", "0", "--quiet"]) == 0
     with open(out, newline="") as f:
         assert list(next(csv.DictReader(f))) == CSV_COLUMNS
-    assert json.loads((tmp_path / "s.csv.json").read_text())["detector_reference"] is None
+    side = json.loads((tmp_path / "s.csv.json").read_text())
+    assert side["detector_reference"] is None and "no calibration table" in side["combined_absent"]
 
 
 def test_detector_reference_command_on_real_identities(tmp_path):

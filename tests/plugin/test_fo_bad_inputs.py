@@ -100,6 +100,8 @@ def test_degenerate_boxes_get_per_face_errors_and_nan_landmarks_fall_back_to_the
     (dict(detect=True, pruning="magic"), "pruning"),
     (dict(detect=True, batch_size=0), "batch"),
     (dict(detect=True, device="cuda:7"), "cuda"),
+    (dict(detect=True, calibration="/no/such/table.json"), "Path: calibration.*not found"),
+    (dict(detect=True, detector_reference="/no/such/ref.json"), "Path: detector_reference.*not found"),
 ])
 def test_unknown_fields_and_options_are_refused_before_anything_is_written(make_dataset, photos, params, msg):
     ds = make_dataset(photos[2:3])

@@ -130,7 +130,8 @@ def test_face_level_combined_is_the_mean_of_the_two_percentiles(scored, table, d
     # the detector's view differs from the network's: the two orders are not the same
     assert not np.array_equal(np.argsort(comb), np.argsort(q))
     cfg = api.runs.load_config(scored, "prefiqs")
-    assert cfg["detector_reference"] == ref.summary() and cfg["combined_absent"] is None
+    assert cfg["detector_reference"] == ref.to_dict() and cfg["combined_absent"] is None
+    assert cfg["detector_reference_file"] == "shipped"
     assert "faces.detections.prefiqs_combined" in cfg["fields"]
     assert scored.get_field("faces").info["detector"] == "dlib_hog"
 
@@ -192,6 +193,49 @@ def test_a_sharded_run_prepared_before_detection_resumes_with_the_same_record(ma
                                                 store_embeddings=False, resume=True)
     assert again["detector_reference"] is not None
     assert ds.get_field("found").info["detector"] == "dlib_hog"
+
+
+def test_a_named_detector_reference_is_used_recorded_and_held_to_on_resume(scored, table, tmp_path, api):
+    from prefiqs_core.combined import fit_detector_reference
+
+    mine = fit_detector_reference(np.linspace(0.0, 4.0, 500), dict(source="test")).save(tmp_path / "mine.json")
+    compute = foo.get_operator(P + "compute_prefiqs")
+    compute(scored, run_key="ref", patches_field="faces", store_embeddings=False, detector_reference=mine)
+    q, conf, comb = (scored.values(f"faces.detections.{k}", unwind=True)
+                     for k in ("ref_quality", "confidence", "ref_combined"))
+    from prefiqs_core.combined import DetectorReference, shipped_detector_reference
+
+    ref = DetectorReference.load(mine)
+    np.testing.assert_allclose(comb, (table.percentile(q) + ref.percentile(conf)) / 2)
+    assert not np.allclose(comb, scored.values("faces.detections.prefiqs_combined", unwind=True))
+    cfg = api.runs.load_config(scored, "ref")
+    assert cfg["detector_reference"] == ref.to_dict() and cfg["detector_reference_file"] == str(mine)
+    assert ref.to_dict() != shipped_detector_reference().to_dict()
+    # a resume must convert with the same reference
+    with pytest.raises(Exception, match="cannot resume run 'ref': its detector_reference differ"):
+        compute(scored, run_key="ref", patches_field="faces", store_embeddings=False, resume=True)
+    compute(scored, run_key="ref", patches_field="faces", store_embeddings=False, resume=True,
+            detector_reference=mine)
+
+
+def test_a_named_detector_reference_that_does_not_apply_is_refused(fo, scored, tmp_path):
+    from prefiqs_core.combined import fit_detector_reference
+
+    mine = fit_detector_reference(np.linspace(0.0, 4.0, 500)).save(tmp_path / "mine.json")
+    compute = foo.get_operator(P + "compute_prefiqs")
+    scored.set_values("elsewhere", [None if d is None else fo.Detections(detections=[
+        fo.Detection(label="face", bounding_box=x.bounding_box) for x in d.detections])
+        for d in scored.values("faces")])
+    with pytest.raises(Exception, match="mine.json: cannot be used here: the faces of 'elsewhere' were not found "
+                                        "by detect_faces"):
+        compute(scored, run_key="r1", patches_field="elsewhere", store_embeddings=False, detector_reference=mine)
+    with pytest.raises(Exception, match="cannot be used here: no calibration table applies"):
+        compute(scored, run_key="r2", patches_field="faces", pruning="global_l1", sparsity=0.5,
+                store_embeddings=False, detector_reference=mine)
+    with pytest.raises(Exception, match="detector reference .*not found"):
+        compute(scored, run_key="r3", patches_field="faces", store_embeddings=False,
+                detector_reference=tmp_path / "none.json")
+    assert not {"r1", "r2", "r3"} & set(scored.list_runs())  # refused before anything was recorded
 
 
 def test_tag_by_combined_tags_the_faces_below_and_saves_them_worst_first(scored):
