@@ -328,7 +328,7 @@ def _iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoi
                                     checkpoint, pruning, sparsity, batch_size, device, store_embeddings,
                                     overwrite, resume, calibration, detector_reference)
     scorer, fields, mode, vectors = setup["scorer"], setup["fields"], setup["mode"], setup["vectors"]
-    cal = setup["calibration"]
+    cal, ref = setup["calibration"], setup["detector_reference"]
     keypoints_field = setup["keypoints_field"]
     dataset = samples._dataset
 
@@ -345,7 +345,6 @@ def _iter_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoi
     for chunk in chunks(ids, batch_size):
         # select from the caller's view, not the dataset, so label filters in that view still apply
         view = samples.select(chunk, ordered=True)
-        ref = setup["detector_reference"]
         if patches_field:
             _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_size, vectors, tally, cal, ref)
         else:

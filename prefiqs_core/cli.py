@@ -188,35 +188,75 @@ def _combined(cal, det_ref, row) -> str:
     return f"{float(combined(cal.percentile(row.quality), det_ref.percentile(row.det_score))):.2f}"
 
 
-def cmd_detector_reference(args) -> int:
-    """The detector's scores on an identity folder's faces, as 101 percentiles (prefiqs_core.combined)."""
-    import datetime
-    import shlex
+# ---- commands that measure on an identity folder (calibrate, detector-reference) --------------
 
-    from tqdm import tqdm
-
-    from .combined import fit_detector_reference
-    from .evaluation.lfw import FaceSet, people_halves
-
+def _identity_folder(args) -> Path | None:
+    """``--identity-folder``, or None after a one-line error when it is not a folder."""
     folder = Path(args.identity_folder)
     if not folder.is_dir():
         print(f"error: identity folder {folder} not found", file=sys.stderr)
-        return 1
+        return None
+    return folder
+
+
+def _bar(args):
+    from tqdm import tqdm
 
     def bar(it, total=None, desc=None):
         return tqdm(it, total=total, desc=desc, disable=args.quiet, file=sys.stderr, mininterval=10)
 
-    import numpy as np
+    return bar
 
-    faces = FaceSet.load(folder, args.cache, args.max_per_person, progress=bar, workers=args.workers)
-    scores = np.asarray(faces.detections["scores"], np.float64)
-    if args.half != "all":
-        a, b = people_halves(faces.labels, args.split_seed)
-        scores = scores[a if args.half == "A" else b]
-    made = dict(source=Path(args.out).name, folder=folder.name, half=args.half, split_seed=args.split_seed,
-                max_per_person=args.max_per_person, missed=int(np.isnan(scores).sum()),
+
+def _half_mask(args, labels):
+    """The faces of ``--half`` (A or B of the seeded people split), or None for all."""
+    from .evaluation.lfw import people_halves
+
+    if args.half == "all":
+        return None
+    a, b = people_halves(labels, args.split_seed)
+    return a if args.half == "A" else b
+
+
+def _provenance(args, folder: Path, **extra) -> dict:
+    """The ``made`` record of a measured file: what it was measured on, when, by which command."""
+    import datetime
+    import shlex
+
+    return dict(source=Path(args.out).name, folder=folder.name, half=args.half, split_seed=args.split_seed,
+                max_per_person=args.max_per_person, **extra,
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 command="python -m prefiqs_core " + shlex.join(args.argv))
+
+
+def _add_identity_args(p: argparse.ArgumentParser, what: str, cached: str):
+    p.add_argument("--identity-folder", required=True, metavar="DIR",
+                   help="one folder per person, <Name>/<images>; people with fewer than 2 images are left out")
+    p.add_argument("--out", required=True, help=f"the {what} to write (JSON)")
+    p.add_argument("--half", choices=("all", "A", "B"), default="all",
+                   help="all people, or one of the two seeded people-disjoint halves (fit on A, check on B)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the halves")
+    p.add_argument("--max-per-person", type=int, default=20, help="a seeded sample of at most N images per person")
+    p.add_argument("--cache", default="out/calibrate/cache", help=f"where {cached} are cached")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_detector_reference(args) -> int:
+    """The detector's scores on an identity folder's faces, as 101 percentiles (prefiqs_core.combined)."""
+    import numpy as np
+
+    from .combined import fit_detector_reference
+    from .evaluation.lfw import FaceSet
+
+    folder = _identity_folder(args)
+    if folder is None:
+        return 1
+    faces = FaceSet.load(folder, args.cache, args.max_per_person, progress=_bar(args), workers=args.workers)
+    scores = np.asarray(faces.detections["scores"], np.float64)
+    half = _half_mask(args, faces.labels)
+    if half is not None:
+        scores = scores[half]
+    made = _provenance(args, folder, missed=int(np.isnan(scores).sum()))
     try:
         ref = fit_detector_reference(scores, made)
     except ValueError as e:
@@ -231,42 +271,26 @@ def cmd_detector_reference(args) -> int:
 
 def cmd_calibrate(args) -> int:
     """A calibration table from an identity folder (``<Name>/<images>``): see prefiqs_core.calibration."""
-    import datetime
-    import shlex
-
-    from tqdm import tqdm
-
     from .calibration import Reference, fit, reference_scores
-    from .evaluation.lfw import FaceSet, people_halves
+    from .evaluation.lfw import FaceSet
 
-    folder = Path(args.identity_folder)
-    if not folder.is_dir():
-        print(f"error: identity folder {folder} not found", file=sys.stderr)
+    folder = _identity_folder(args)
+    if folder is None:
         return 1
     scorer = _scorer_or_none(args)
     if scorer is None:
         return 1
-
-    def bar(it, total=None, desc=None):
-        return tqdm(it, total=total, desc=desc, disable=args.quiet, file=sys.stderr, mininterval=10)
-
+    bar = _bar(args)
     bb = scorer.backbone
     print(f"calibrating {bb.name} ({scorer.spec_string}) on {folder}", file=sys.stderr)
     try:
         faces = FaceSet.load(folder, args.cache, args.max_per_person, progress=bar, workers=args.workers)
         dense, quality = reference_scores(faces, scorer, args.batch_size, progress=bar)
-        mask = None
-        if args.half != "all":
-            a, b = people_halves(faces.labels, args.split_seed)
-            mask = a if args.half == "A" else b
-        ref = Reference.build(dense, quality, faces.labels, mask)
+        ref = Reference.build(dense, quality, faces.labels, _half_mask(args, faces.labels))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    made = dict(source=Path(args.out).name, folder=folder.name, half=args.half, split_seed=args.split_seed,
-                max_per_person=args.max_per_person,
-                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                command="python -m prefiqs_core " + shlex.join(args.argv))
+    made = _provenance(args, folder)
     cal = fit(ref, bb.name, scorer.spec_string, bb.source_sha256, made, n_bands=args.bands,
               min_errors=args.min_errors, reps=args.reps)
     cal.save(args.out)
@@ -324,29 +348,15 @@ def main(argv=None) -> int:
     _add_model_args(s)
     c = sub.add_parser("calibrate", help="measure a calibration table (quality -> percentile, expected FNMR) "
                        "on an identity folder")
-    c.add_argument("--identity-folder", required=True, metavar="DIR",
-                   help="one folder per person, <Name>/<images>; people with fewer than 2 images are left out")
-    c.add_argument("--out", required=True, help="the table to write (JSON)")
-    c.add_argument("--half", choices=("all", "A", "B"), default="all",
-                   help="all people, or one of the two seeded people-disjoint halves (fit on A, check on B)")
-    c.add_argument("--split-seed", type=int, default=0, help="seed of the halves")
-    c.add_argument("--max-per-person", type=int, default=20, help="a seeded sample of at most N images per person")
-    c.add_argument("--cache", default="out/calibrate/cache", help="where detections, chips and scores are cached")
+    _add_identity_args(c, "table", "detections, chips and scores")
     c.add_argument("--bands", type=int, default=16, help="quality bands before merging")
     c.add_argument("--min-errors", type=int, default=10, help="false non-matches a band must hold")
     c.add_argument("--reps", type=int, default=1000, help="people-level bootstrap replicates")
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_model_args(c)
     r = sub.add_parser("detector-reference", help="measure the face detector's score percentiles on an identity "
                        "folder (for the combined column)")
-    r.add_argument("--identity-folder", required=True, metavar="DIR", help="one folder per person, <Name>/<images>")
-    r.add_argument("--out", required=True, help="the reference to write (JSON)")
-    r.add_argument("--half", choices=("all", "A", "B"), default="all", help="all people, or one seeded half")
-    r.add_argument("--split-seed", type=int, default=0, help="seed of the halves")
-    r.add_argument("--max-per-person", type=int, default=20, help="a seeded sample of at most N images per person")
-    r.add_argument("--cache", default="out/calibrate/cache", help="where detections are cached")
+    _add_identity_args(r, "reference", "detections")
     r.add_argument("--workers", type=int, default=None, help="detection processes (default: one per core)")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
     sp = sub.add_parser("splits", help="list a backbone's split points (where --prune-from may start)")
     sp.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=NAMES)
     sp.add_argument("--checkpoint")
