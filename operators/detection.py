@@ -112,8 +112,10 @@ def _record_detector(samples, label_field, upsample, overwrite):
     field = dataset.get_field(label_field)
     info = dict(field.info or {})
     mine = dict(detector=DETECTOR, upsample=int(upsample))
-    kept = dataset.exclude(samples.values("id")) if overwrite else dataset  # faces this call leaves as they are
-    had_faces = len(kept.exists(label_field)) > 0
+    # faces this call leaves as they are: with overwrite, those outside ``samples`` (counted, not
+    # listed: a million ids in one exclude() would exceed MongoDB's 16 MB command limit)
+    with_faces = len(dataset.exists(label_field))
+    had_faces = with_faces > (len(samples.exists(label_field)) if overwrite else 0)
     if had_faces and {k: info.get(k) for k in mine} != mine:
         mine["detector"] = "mixed"
     if {k: info.get(k) for k in mine} != mine:
