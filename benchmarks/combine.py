@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lfw import halves_bench, print_halves_table  # noqa: E402
+from whole_set import count_arg, print_spread, split_spread  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation.baselines import make_method  # noqa: E402
 from prefiqs_core.pruning import format_prune  # noqa: E402
@@ -84,7 +85,7 @@ def main(argv=None):
     def extra(ap):
         ap.add_argument("--partner", choices=sorted(PARTNERS), default="norm",
                         help="the signal combined with the drift (default: %(default)s)")
-        ap.add_argument("--splits", type=int, default=0, help="also the spread over both halves of N seeded "
+        ap.add_argument("--splits", type=count_arg, default=0, help="also the spread over both halves of N seeded "
                         "people splits (seed 0 = A/B)")
 
     args, bench = halves_bench(__doc__, "sface", argv, extra=extra)
@@ -100,7 +101,6 @@ def main(argv=None):
             bb.name, drift, bench.faces.detections["scores"])
     print_halves_table(bench, qualities)
     if args.splits:
-        from whole_set import print_spread, split_spread
         print()
         print_spread(split_spread(bench, qualities, range(args.splits)))
 

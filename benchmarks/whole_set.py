@@ -84,7 +84,7 @@ def _reference_specs(text: str) -> list[str]:
     return specs
 
 
-def _count(text: str) -> int:
+def count_arg(text: str) -> int:
     """A whole number ≥ 0 (``--splits``, ``--max-per-person``), refused before any face is loaded."""
     try:
         n = int(text)
@@ -97,8 +97,8 @@ def _count(text: str) -> int:
 
 def main(argv=None):
     def options(ap):
-        ap.add_argument("--max-per-person", type=_count, default=20, help="photos per person (0: all)")
-        ap.add_argument("--splits", type=_count, default=0, help="also score every half of N seeded people splits")
+        ap.add_argument("--max-per-person", type=count_arg, default=20, help="photos per person (0: all)")
+        ap.add_argument("--splits", type=count_arg, default=0, help="also score every half of N seeded people splits")
         ap.add_argument("--reference", default=None, metavar="SPECS", type=_reference_specs,
                         help="';'-separated spec strings to compare with the default ('' for none; default: "
                              "the whole-network prunings, and the previous default on dlib)")
