@@ -111,6 +111,36 @@ def test_activation_masks_rank_weights_by_magnitude_times_input_norm():
         activation_masks(tail, norms, 0.5, "columns")
 
 
+@pytest.mark.parametrize("with_std", [False, True])
+def test_corrected_tail_matches_the_dense_layers_statistics_in_running_order(with_std):
+    import copy
+
+    import torch
+    from bias_correction import correct_tail, layer_stats
+
+    torch.manual_seed(0)
+    dense = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 5 * 5, 6)).eval()
+    pruned = copy.deepcopy(dense)
+    with torch.no_grad():  # a crude pruning of both layers, so both layers' statistics move
+        for m in (pruned[0], pruned[3]):
+            m.weight.mul_((m.weight.abs() > m.weight.abs().median()).float())
+    ref = torch.randn(40, 3, 5, 5)
+    before, order = layer_stats(pruned, ref, batch=16)
+    want, _ = layer_stats(dense, ref, batch=16)
+    assert order == ["0", "3"]
+    assert not torch.allclose(before["3"][0], want["3"][0], atol=1e-3)
+    hooks = correct_tail(dense, pruned, ref, batch=16, with_std=with_std)
+    got, _ = layer_stats(pruned, ref, batch=7)
+    for name in order:  # the later layer is fitted with the earlier one already corrected
+        assert torch.allclose(got[name][0], want[name][0], atol=1e-5)
+        assert torch.allclose(got[name][1], want[name][1], atol=1e-5) == with_std
+    for h in hooks:
+        h.remove()
+    again, _ = layer_stats(pruned, ref, batch=16)
+    assert torch.allclose(again["3"][0], before["3"][0])
+
+
 def test_display_label_shortens_seed_copies_and_keeps_notes_and_baselines():
     from lfw import display_label
 
