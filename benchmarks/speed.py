@@ -14,7 +14,9 @@
    its median and spread, with the load average; the share of the end-to-end time spent in the
    scorer (prepare + network), measured within each run and so steadier on a shared machine; and
    where the time goes (decoding, preparing the batch, the network), each timed on its own;
-5. the whole ``python -m prefiqs_core score --aligned`` process on the same files, start-up included.
+5. the whole ``python -m prefiqs_core score --aligned`` process on the same files, start-up included;
+6. (with 2) the execution form: the same PreFIQs with the networks as loaded against the form it
+   runs in (norms folded into the layers, channels-last on the CPU), alternately on the same batch.
 
     python benchmarks/speed.py [--backbone dlib_resnet29] [--prune SPEC] [--batch 64] [--faces 512] [--device cpu]
                                [--workers N] [--e2e-reps 3] [--e2e-only]
@@ -101,8 +103,22 @@ def frontier(backbone, x, reps, device):
     for spec in frontier_specs(backbone):
         s = PreFIQs(backbone, spec, device=device)
         with torch.inference_mode():
-            _, _, ratio = timed_pair(lambda: s.dense(x), lambda: s.score_tensor(x), reps, device)
+            _, _, ratio = timed_pair(lambda: s.dense_forward(x), lambda: s.score_tensor(x), reps, device)
         print(f"  {spec.label():<44} {ratio:6.3f} dense forwards timed, {s.forwards_per_face:6.3f} by MACs")
+
+
+def execution_form(backbone, scorer, x, reps, device):
+    """PreFIQs with the networks as loaded against their execution form (norms folded, channels-last
+    on the CPU: ``prefiqs_core.inference``), the same setting on the same batch, alternately."""
+    plain = PreFIQs(backbone, scorer.specs, device=device, fast=False)
+    with torch.inference_mode():
+        t_plain, t_fast, ratio = timed_pair(lambda: plain.score_tensor(x), lambda: scorer.score_tensor(x),
+                                            reps, device)
+        gap = np.abs(plain.score_tensor(x).drift - scorer.score_tensor(x).drift).max()
+    n = len(x)
+    print(f"execution form: networks as loaded {1e3 * t_plain / n:.2f} ms/face, folded"
+          f"{' + channels-last' if device.type == 'cpu' else ''} {1e3 * t_fast / n:.2f} ms/face: "
+          f"{1 / ratio:.2f}x as fast (median of {reps} alternations); largest drift difference {gap:.1e}")
 
 
 def main(argv=None):
@@ -130,7 +146,7 @@ def main(argv=None):
 
     if not args.e2e_only:
         with torch.inference_mode():
-            t_dense, t_prefiqs, cost = timed_pair(lambda: scorer.dense(x), lambda: scorer.score_tensor(x),
+            t_dense, t_prefiqs, cost = timed_pair(lambda: scorer.dense_forward(x), lambda: scorer.score_tensor(x),
                                                   args.reps, device)
         floor = scorer.forwards_per_face
         model_rate = args.batch / t_prefiqs
@@ -140,6 +156,7 @@ def main(argv=None):
         print(f"PreFIQs cost = {cost:.3f} dense forwards (timed); by multiply-accumulates {floor:.3f}; "
               f"limit {limit:.2f}: {'OK' if cost <= limit else 'OVER'}")
         frontier(backbone, x, args.reps, device)
+        execution_form(backbone, scorer, x, args.reps, device)
 
     with tempfile.TemporaryDirectory() as d:
         for i, c in enumerate(chips[:args.faces]):

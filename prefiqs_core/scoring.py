@@ -8,7 +8,7 @@ With several pruned copies (an ensemble) the drift is the mean of the per-copy d
 When a copy is pruned only from a split point on (``PruneSpec.start``), the dense network's
 activation at that point is computed once and both the dense tail and the pruned tail continue from
 it (:mod:`prefiqs_core.trunk`): the drift is exactly that of the whole pruned network, at the cost
-of the tail only.
+of the tail only. The networks run in their fastest form (:mod:`prefiqs_core.inference`).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones.base import Backbone
+from .inference import as_input, execution_copy
 from .pruning import PruneReport, PruneSpec, format_prune, prune_tail
 from .trunk import run_stages, stage_macs, stages_of
 
@@ -65,9 +66,14 @@ class PreFIQs:
         scorer = PreFIQs(load_backbone("dlib_resnet29"))
         out = scorer.score(chips)          # chips: (N, 150, 150, 3) RGB uint8
         out.quality, out.drift
+
+    ``fast`` (default): the dense and pruned networks run with their normalisations folded into
+    the layers before them, in channels-last layout on the CPU (:mod:`prefiqs_core.inference`;
+    the pruning masks are computed on the network as loaded, the scores equal ``fast=False``'s to
+    float rounding). It keeps one more copy of the network in memory.
     """
 
-    def __init__(self, backbone: Backbone, pruning=None, device=None):
+    def __init__(self, backbone: Backbone, pruning=None, device=None, fast: bool = True):
         from .defaults import default_pruning
 
         self.backbone = backbone
@@ -77,12 +83,17 @@ class PreFIQs:
         self.stages = stages_of(self.dense)
         self.tails, self.reports = [], []  # (index of the first pruned stage, pruned copy of the tail)
         for spec in self.specs:
-            k, tail, report = prune_tail(self.dense, spec)
+            k, tail, report = prune_tail(self.dense, spec)  # masks from the network as loaded
             self.tails.append((k, tail.eval()))
             self.reports.append(report)
         size = backbone.preprocess.size
         with torch.inference_mode():
             self.stage_macs = stage_macs(self.stages, torch.zeros(1, 3, size, size, device=self.device))
+        # what runs: the same networks with their norms folded (and channels-last on the CPU)
+        self.fast = fast
+        if fast:
+            self.stages = stages_of(execution_copy(self.dense, self.device))
+            self.tails = [(k, execution_copy(tail, self.device)) for k, tail in self.tails]
 
     @property
     def forwards_per_face(self) -> float:
@@ -106,11 +117,16 @@ class PreFIQs:
                     forwards_per_face=round(self.forwards_per_face, 4))
 
     @torch.inference_mode()
+    def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw dense embeddings of a prepared batch, as the scorer computes them (the unit of cost)."""
+        return run_stages(self.stages, as_input(x, self.device) if self.fast else x)
+
+    @torch.inference_mode()
     def score_tensor(self, x: torch.Tensor) -> ScoreBatch:
         """Score a batch already prepared by ``backbone.prepare`` (on the scorer's device)."""
         # the dense forward, keeping the activation where each pruned tail starts
         starts = sorted({k for k, _ in self.tails})
-        acts, h, at = {}, x, 0
+        acts, h, at = {}, as_input(x, self.device) if self.fast else x, 0
         for k in starts:
             h = run_stages(self.stages, h, at, k)
             acts[k], at = h, k

@@ -38,6 +38,8 @@ def _pad_to(x: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
 
 
 class ResidualBlock(nn.Module):
+    norm_pairs = (("conv1", "affine1"), ("conv2", "affine2"))  # prefiqs_core.inference folds these
+
     def __init__(self, cin: int, cout: int, stride: int, pad: int):
         super().__init__()
         self.down = stride != 1
@@ -57,6 +59,8 @@ class ResidualBlock(nn.Module):
 
 class DlibResNet(nn.Module):
     """Stem (7x7/2 conv, affine, ReLU, 3x3/2 max-pool), 14 residual blocks, global mean, fc 256→128."""
+
+    norm_pairs = (("stem_conv", "stem_affine"),)
 
     def __init__(self, weights: DlibResNetWeights):
         super().__init__()
@@ -92,8 +96,9 @@ class DlibResNet(nn.Module):
         """Stem, the 14 residual blocks, the pooled embedding layer (see :mod:`prefiqs_core.trunk`)."""
         from ..trunk import Stage
 
-        return ([("stem", Stage(_stem, stem_conv=self.stem_conv, stem_affine=self.stem_affine))]
-                + [(f"blocks.{i}", b) for i, b in enumerate(self.blocks)]
+        stem = Stage(_stem, stem_conv=self.stem_conv, stem_affine=self.stem_affine)
+        stem.norm_pairs = self.norm_pairs
+        return ([("stem", stem)] + [(f"blocks.{i}", b) for i, b in enumerate(self.blocks)]
                 + [("head", Stage(_head, fc=self.fc))])
 
 

@@ -65,6 +65,8 @@ class IBasicBlock(nn.Module):
     There is no activation after the addition, unlike a classic ResNet block.
     """
 
+    norm_pairs = (("conv1", "bn2"), ("conv2", "bn3"))  # prefiqs_core.inference folds these
+
     def __init__(self, cin: int, cout: int, stride: int = 1, eps: float = 1e-5):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(cin, eps=eps)
@@ -92,6 +94,8 @@ class IResNet(nn.Module):
     Maps a normalised ``(N, 3, 112, 112)`` float batch to raw (un-normalised) ``(N, num_features)``
     embeddings.
     """
+
+    norm_pairs = (("conv1", "bn1"), ("fc", "features"))
 
     def __init__(self, layers, num_features: int = 512, *, eps: float = 1e-5,
                  dropout2d: bool = False, fixed_feature_scale: bool = True):
@@ -138,7 +142,10 @@ class IResNet(nn.Module):
         blocks = [(f"layer{i}.{j}", b) for i in range(1, 5) for j, b in enumerate(getattr(self, f"layer{i}"))]
         head = Stage(_head, bn2=self.bn2, dropout=self.dropout, fc=self.fc, features=self.features)
         head.dropout2d = self.dropout2d
-        return [("stem", Stage(_stem, conv1=self.conv1, bn1=self.bn1, prelu=self.prelu))] + blocks + [("head", head)]
+        head.norm_pairs = (("fc", "features"),)
+        stem = Stage(_stem, conv1=self.conv1, bn1=self.bn1, prelu=self.prelu)
+        stem.norm_pairs = (("conv1", "bn1"),)
+        return [("stem", stem)] + blocks + [("head", head)]
 
 
 def _stem(m, x):
