@@ -198,6 +198,16 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         ctx.panel.set_state(dict(run_key=key, threshold=None, last_tagging=None, pinned=None))
         self._refresh(ctx)
 
+    def on_change_rank_by(self, ctx):
+        """Rank faces by the quality or by ``combined`` (runs that wrote ``K_combined``): the
+        histogram, threshold, count, views and tagging all follow."""
+        value = ctx.params.get("value") or "quality"
+        if value == (ctx.panel.state.info or {}).get("rank_by", "quality"):
+            return
+        # a threshold belongs to one scale: the new one starts from its own default
+        ctx.panel.set_state(dict(rank_by=value, threshold=None, last_tagging=None))
+        self._refresh(ctx)
+
     def on_change_threshold(self, ctx):
         self._set_threshold(ctx, ctx.params.get("value"), echo=True)
 
@@ -226,7 +236,8 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         patch = dict(threshold=value, below_at=value, below=scope.count_below(value))
         if echo:
             patch["threshold_typed"] = value
-        patch.update(panel_calibration.raw_patch(ctx.dataset, scope.fields.key, value))
+        if scope.value == "quality":  # the calibrated reading converts the quality only
+            patch.update(panel_calibration.raw_patch(ctx.dataset, scope.fields.key, value))
         ctx.panel.set_state(patch)
 
     def on_histogram_click(self, ctx):
@@ -252,13 +263,15 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         if scope is None:
             return
         tag = ctx.panel.state.tag or DEFAULT_TAG
+        t = self._threshold(ctx)
+        criterion = (dict(threshold=t, by="combined") if scope.value == "combined"
+                     else panel_calibration.tag_criterion(ctx.panel.state, t))
         # the sample-level collection behind the view: tagging a patches view row would tag a copy
-        info = tag_low_quality(scope.samples, run_key=scope.fields.key, tag=tag,
-                               **panel_calibration.tag_criterion(ctx.panel.state, self._threshold(ctx)))
+        info = tag_low_quality(scope.samples, run_key=scope.fields.key, tag=tag, **criterion)
         ctx.panel.state.last_tagging = dict(num_tagged=info["num_tagged"], tag=tag, label_tags=info["label_tags"])
         ctx.ops.reload_dataset()
         kind = "face labels" if info["label_tags"] else "samples"
-        ctx.ops.notify(f"Tagged {panel_plots.count_text(info['num_tagged'], kind)} {tag!r} (quality < {self._threshold(ctx):.4f})",
+        ctx.ops.notify(f"Tagged {panel_plots.count_text(info['num_tagged'], kind)} {tag!r} ({scope.value} < {t:.4f})",
                        variant="success")
 
     def reset_view(self, ctx):
@@ -340,7 +353,9 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         key = ctx.panel.state.run_key
         if not key or not runs.is_prefiqs_run(ctx.dataset, key):
             return None
-        return panel_queries.scope_of(ctx.view, ctx.dataset, key)
+        # ranking by combined needs a run that wrote it; another run is ranked by its quality
+        combined = ctx.panel.state.rank_by == "combined" and runs.has_combined(ctx.dataset, key)
+        return panel_queries.scope_of(ctx.view, ctx.dataset, key, "combined" if combined else "quality")
 
     def _threshold(self, ctx) -> float:
         """The threshold the shown count was computed with: tagging must match what the panel says."""
@@ -360,10 +375,13 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         key = scope.fields.key
         hist = panel_queries.histogram(scope)
         lo, hi = (hist["lo"], hist["hi"]) if hist else (None, None)
-        run_lo, run_hi = self._run_range(ctx, key, lo, hi)
+        combined = scope.value == "combined"
+        # the slider's scale: the run's whole quality range, or the combined value's 0-100
+        run_lo, run_hi = (0.0, 100.0) if combined else self._run_range(ctx, key, lo, hi)
         threshold = state.threshold
         if threshold is None:
-            threshold = panel_queries.default_threshold(ctx.dataset, key, run_lo, run_hi)
+            threshold = (panel_queries.combined_default_threshold(ctx.dataset, key) if combined
+                         else panel_queries.default_threshold(ctx.dataset, key, run_lo, run_hi))
             if run_lo is not None:
                 threshold = min(max(threshold, run_lo), run_hi)
         cfg = runs.load_config(ctx.dataset, key)
@@ -371,16 +389,19 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
                     in_patches=scope.in_patches, num=hist["total"] if hist else 0, lo=lo, hi=hi,
                     run_lo=run_lo, run_hi=run_hi, errors=scope.count_errors(),
                     backbone=cfg.get("backbone"), sparsity=(cfg.get("sparsity") or [None])[0],
-                    custom_view=bool(ctx.has_custom_view))
-        # before the patch below: it reads how the previous threshold was given
-        calibrated, cal = panel_calibration.refresh_patch(ctx.dataset, key, threshold, state)
+                    custom_view=bool(ctx.has_custom_view), rank_by=scope.value,
+                    has_combined=runs.has_combined(ctx.dataset, key))
+        if combined:  # percentiles and expected FNMR convert the quality, not the combined value
+            calibrated, cal = dict(calib=None, below_cal=None, calib_error=None, threshold_mode="quality"), None
+        else:  # before the patch below: it reads how the previous threshold was given
+            calibrated, cal = panel_calibration.refresh_patch(ctx.dataset, key, threshold, state)
         ctx.panel.set_state(calibrated)
         # one state patch rather than one message per key
         ctx.panel.set_state({"threshold": threshold, "threshold_typed": threshold, "below_at": threshold,
                              "info": info, "shown_run": key, "run_key": key,
                              "below": scope.count_below(threshold), "view_key": self._view_key(ctx),
                              "hover_choices": panel_plots.hover_fields(ctx.dataset, scope)})
-        self._draw(ctx, "histogram", (panel_plots.histogram_trace(hist, scope.unit) if hist else [])
+        self._draw(ctx, "histogram", (panel_plots.histogram_trace(hist, scope.unit, scope.value) if hist else [])
                    + panel_calibration.curve_traces(cal, lo, hi))
         self._refresh_maps(ctx, scope)
         self._refresh_edc(ctx, scope)

@@ -45,9 +45,10 @@ def _where(info) -> str:
 
 def _quality_span(info) -> str:
     lo, hi = info.get("lo"), info.get("hi")
+    value = info.get("rank_by") or "quality"
     if lo is None:
-        return "no quality"
-    return f"quality {_fmt(lo)}" if abs(hi - lo) < 5e-5 else f"quality {_fmt(lo)} – {_fmt(hi)}"
+        return f"no {value}"
+    return f"{value} {_fmt(lo)}" if abs(hi - lo) < 5e-5 else f"{value} {_fmt(lo)} – {_fmt(hi)}"
 
 
 def _pinned(p, panel, pin, unit):
@@ -103,29 +104,44 @@ def build(p, ctx):
     panel.md(f"**{state.run_key}**: {where}, backbone `{info.get('backbone')}`, sparsity {info.get('sparsity')}. "
              f"{count_text(info.get('num', 0), unit)} scored {_where(info)}, {_quality_span(info)}.",
              name="summary")
+    combined = info.get("rank_by") == "combined"
+    if info.get("has_combined"):
+        rank = types.DropdownView()
+        rank.add_choice("quality", label="quality (PreFIQs)")
+        rank.add_choice("combined", label="combined: PreFIQs and the detector's score (0-100)")
+        panel.enum("rank_by", ["quality", "combined"], label="Rank faces by", view=rank, on_change=p.on_change_rank_by)
     if info.get("errors"):
         errors = panel.h_stack("errors", gap=1, align_x="left", align_y="center")
         errors.md(f"**{count_text(info['errors'], unit)}** could not be scored {_where(info)} "
                   f"(`{state.run_key}_error`)", name="errors_text")
         errors.btn("show_errors", label="Show them", icon="error_outline", variant="outlined", on_click=p.show_errors)
 
-    hist_layout = panel_plots.histogram_layout(threshold, unit, info.get("lo"), info.get("hi"))
+    hist_layout = panel_plots.histogram_layout(threshold, unit, info.get("lo"), info.get("hi"),
+                                               "combined" if combined else "quality")
     hist_layout = panel_calibration.histogram_layout(hist_layout, state.calib)  # percentile and FNMR axes
     panel.plot("histogram", layout=hist_layout, data=plots.get("histogram") or [],
                on_click=p.on_histogram_click, config=dict(displayModeBar=False))
 
     lo, hi = _slider_bounds(info, threshold)
     # value widgets stay at the top level: inside a stack their state would nest under the stack's name
+    # the view's label is the one shown
     panel.float("threshold", min=lo, max=hi, label="Quality threshold",
-                view=types.SliderView(label="Threshold", view_multiple_of=max((hi - lo) / 200, 1e-4),
+                view=types.SliderView(label="Combined" if combined else "Threshold",  # a longer one is cut
+                                      view_multiple_of=max((hi - lo) / 200, 1e-4),
                                       value_precision=4),
                 on_change=p.on_change_threshold)
-    panel.float("threshold_typed", label="Type a threshold", min=0.0, max=1.0,
+    panel.float("threshold_typed", label="Type a threshold", min=0.0, max=100.0 if combined else 1.0,
                 description="the slider's value, or type one (Enter or leave the box)", on_change=p.on_type_threshold)
-    panel_calibration.controls(p, panel, state)  # threshold as percentile / expected FNMR, or why not
-    reading = panel_calibration.shown_reading(state, threshold)
+    if combined:
+        panel.md("_Ranked by the combined value: the mean of the quality's and the detector score's reference "
+                 "percentiles (0-100, higher is better). Percentile and expected-FNMR thresholds convert the "
+                 "quality, so they are offered when ranking by quality._", name="combined_note")
+    else:
+        panel_calibration.controls(p, panel, state)  # threshold as percentile / expected FNMR, or why not
+    reading = None if combined else panel_calibration.shown_reading(state, threshold)
     panel.md(panel_calibration.below_text(state.below or 0, info.get("num", 0), unit, _where(info), reading) if reading
-             else f"**{count_text(state.below or 0, unit)}** below {threshold:.4f} {_where(info)}", name="below_count")
+             else f"**{count_text(state.below or 0, unit)}** below {'combined ' if combined else ''}{threshold:.4f} "
+                  f"{_where(info)}", name="below_count")
 
     panel.str("tag", label="Tag for \"Tag below threshold\"",
               description="sample tag for sample-level runs, label tag on each face for patch-level runs")

@@ -38,7 +38,7 @@ def count_text(n: int, unit: str) -> str:
     return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
 
 
-def histogram_trace(hist: dict, unit: str = "faces") -> list[dict]:
+def histogram_trace(hist: dict, unit: str = "faces", value: str = "quality") -> list[dict]:
     """One bar per bin; each bar's ``id`` encodes its range ``"lo,hi,last"`` for the click handler."""
     edges, counts = hist["edges"], hist["counts"]
     n = len(counts)
@@ -47,7 +47,7 @@ def histogram_trace(hist: dict, unit: str = "faces") -> list[dict]:
     ids = [f"{edges[i]!r},{edges[i + 1]!r},{int(i == n - 1)}" for i in range(n)]
     return [dict(type="bar", x=centers, y=counts, ids=ids, width=[edges[i + 1] - edges[i] for i in range(n)],
                  marker=dict(color="#1f77b4"), name=unit,
-                 hovertemplate="quality %{x:.4f}<br>%{y} " + unit + "<extra></extra>")]
+                 hovertemplate=value + " %{x:.4f}<br>%{y} " + unit + "<extra></extra>")]
 
 
 def parse_bar_id(bar_id: str):
@@ -56,11 +56,13 @@ def parse_bar_id(bar_id: str):
     return float(lo), float(hi), last.strip() == "1"
 
 
-def histogram_layout(threshold=None, unit="faces", lo=None, hi=None) -> dict:
-    """The x axis spans the qualities in view (``lo``..``hi``); a threshold outside them is named at
-    the edge it lies beyond rather than stretching the axis away from the data."""
-    layout = dict(title=dict(text="Quality (click a bar to show that range)", font=dict(size=13)),
-                  xaxis=dict(title="quality"), yaxis=dict(title=unit), bargap=0.05,
+def histogram_layout(threshold=None, unit="faces", lo=None, hi=None, value="quality") -> dict:
+    """The x axis spans the values in view (``lo``..``hi``: quality, or the combined value); a
+    threshold outside them is named at the edge it lies beyond rather than stretching the axis
+    away from the data."""
+    title = "Quality" if value == "quality" else "Combined: PreFIQs and the detector's score, 0-100"
+    layout = dict(title=dict(text=f"{title} (click a bar to show that range)", font=dict(size=13)),
+                  xaxis=dict(title=value), yaxis=dict(title=unit), bargap=0.05,
                   margin=dict(l=50, r=10, t=40, b=40), height=260, showlegend=False)
     if lo is not None and hi is not None:
         pad = max(hi - lo, 0.01) * 0.04

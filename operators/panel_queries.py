@@ -33,6 +33,7 @@ class Scope:
 
     fields: runs.RunFields
     view: object  # the SampleCollection the App shows
+    value: str = "quality"  # what ranks the faces: the quality, or "combined" (K_combined)
 
     @property
     def patch_run(self) -> bool:
@@ -47,8 +48,8 @@ class Scope:
 
     @property
     def leaf(self) -> str:
-        """The quality attribute's name on a Detection (or the sample field of a sample run)."""
-        return f"{self.fields.key}_quality"
+        """The ranked value's attribute name on a Detection (or the sample field of a sample run)."""
+        return f"{self.fields.key}_{self.value}"
 
     def path_of(self, name: str) -> str:
         """Where the run's per-face value ``name`` (quality, drift, error) lives in :attr:`view`
@@ -59,7 +60,8 @@ class Scope:
 
     @property
     def quality_path(self) -> str:
-        return self.path_of("quality")
+        """Where the ranked value lives: the quality, or ``K_combined`` for a scope of ``value="combined"``."""
+        return self.path_of(self.value)
 
     @property
     def samples(self):
@@ -79,7 +81,7 @@ class Scope:
         return int(view.count(self._path_in(view)))
 
     def _path_in(self, view) -> str:
-        return Scope(self.fields, view).quality_path
+        return Scope(self.fields, view, self.value).quality_path
 
     def _quality_filter(self, expr):
         """``view`` restricted to *scored* faces whose quality satisfies ``expr`` (an expression on the value).
@@ -138,12 +140,19 @@ class Scope:
         if not self.patch_run:
             return self.below(threshold).sort_by(self.quality_path)
         pf = self.fields.patches_field
-        below = Scope(self.fields, self.samples).below(threshold)
+        below = Scope(self.fields, self.samples, self.value).below(threshold)
         return below.to_patches(pf).sort_by(f"{pf}.{self.leaf}")
 
 
-def scope_of(ctx_view, dataset, run_key: str) -> Scope:
-    return Scope(runs.fields_of(dataset, run_key), ctx_view)
+def scope_of(ctx_view, dataset, run_key: str, value: str = "quality") -> Scope:
+    return Scope(runs.fields_of(dataset, run_key), ctx_view, value)
+
+
+def combined_default_threshold(dataset, run_key: str) -> float:
+    """A starting combined threshold: the run's 5th percentile of ``K_combined`` (as the quality's
+    default is its 5th percentile), else 5."""
+    q = dataset.quantiles(runs.fields_of(dataset, run_key).combined, [0.05])
+    return 5.0 if not q or q[0] is None else round(float(q[0]), 4)
 
 
 def quality_bounds(scope: Scope):

@@ -405,7 +405,7 @@ class TagLowQuality(foo.Operator):
         if key is None:
             return types.Property(inputs)
         by = "quality"
-        if runs.fields_of(ctx.dataset, key).combined in (runs.load_config(ctx.dataset, key).get("fields") or []):
+        if runs.has_combined(ctx.dataset, key):
             choice = types.Dropdown(label="Rank faces by")
             choice.add_choice("quality", label="quality (PreFIQs)")
             choice.add_choice("combined", label="combined: PreFIQs and the detector's score (0-100)")

@@ -145,6 +145,11 @@ def fields_of(samples, run_key: str) -> RunFields:
     return RunFields(run_key, load_config(samples, run_key).get("patches_field"))
 
 
+def has_combined(samples, run_key: str) -> bool:
+    """Whether the run wrote ``K_combined`` (PreFIQs and the detector's score, 0-100)."""
+    return fields_of(samples, run_key).combined in (load_config(samples, run_key).get("fields") or [])
+
+
 def record_run(samples, run_key: str, config: dict, overwrite: bool = False):
     cfg = samples.init_run(method=RUN_METHOD, plugin_version=__version__, **config)
     samples.register_run(run_key, cfg, overwrite=overwrite)

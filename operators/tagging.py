@@ -70,9 +70,9 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
     fields = runs.fields_of(samples, run_key)
     dataset = samples._dataset
     if by == "combined":
-        cfg = runs.load_config(samples, run_key)
-        if fields.combined not in (cfg.get("fields") or []):
-            why = cfg.get("combined_absent") or "it was computed before combined values existed"
+        if not runs.has_combined(samples, run_key):
+            why = (runs.load_config(samples, run_key).get("combined_absent")
+                   or "it was computed before combined values existed")
             raise ValueError(f"run {run_key!r} has no combined values ({why}); rank by quality")
     value = fields.combined if by == "combined" else fields.quality
     cut = None if threshold is None else float(threshold)

@@ -354,6 +354,76 @@ def test_run_picker_switches_run_and_resets_threshold(scored):
     assert not [o for o in again.ops("patch_panel_state") if "threshold" in o["state"]]  # changes nothing
 
 
+def _combined(ds):
+    """(label id, combined value) of every face that has one, from the database."""
+    ids, c = ds.values(["faces.detections.id", "faces.detections.prefiqs_combined"], unwind=True)
+    return {i: v for i, v in zip(ids, c) if v is not None}
+
+
+def test_rank_by_combined_moves_histogram_threshold_count_views_and_tagging(scored):
+    ds = scored
+    comb = _combined(ds)
+    assert len(comb) == 10  # every face of the built-in detector has one
+    first, state = _loaded(ds)
+    assert state["info"]["has_combined"] and state["info"]["rank_by"] == "quality" and "rank_by" in first.props()
+
+    ranked = call(ds, "on_change_rank_by", state=state, value="combined")
+    s = dict(ranked.state)
+    assert s["info"]["rank_by"] == "combined" and (s["info"]["run_lo"], s["info"]["run_hi"]) == (0.0, 100.0)
+    assert s["info"]["lo"] == pytest.approx(min(comb.values())) and s["info"]["hi"] == pytest.approx(max(comb.values()))
+    # starts from the run's 5th percentile of the combined value, counted on that scale
+    assert s["threshold"] == pytest.approx(ds.quantiles("faces.detections.prefiqs_combined", [0.05])[0], abs=0.01)
+    assert s["below"] == sum(v < s["threshold"] for v in comb.values())
+    (bars,) = ranked.data["histogram"]  # no expected-FNMR curve: it belongs to the quality
+    assert sum(bars["y"]) == 10 and "combined" in bars["hovertemplate"]
+    props = ranked.props()
+    slider, typed = props["threshold"], props["threshold_typed"]["type"]
+    assert (slider["type"]["min"], slider["type"]["max"]) == (0.0, 100.0) and typed["max"] == 100.0
+    assert "'label': 'Combined'" in str(slider) and "combined_note" in props
+    assert "threshold_mode" not in props and s["calib"] is None
+    assert "below combined" in str(props["below_count"])
+
+    c = sorted(comb.values())
+    t = (c[2] + c[3]) / 2
+    s = _moved(ds, s, t)
+    assert s["below"] == 3
+    below = call(ds, "show_below_threshold", state=s).set_view(ds)
+    assert below._is_patches and below.values("faces.prefiqs_combined") == c[:3]
+    worst = call(ds, "show_worst_first", state=s).set_view(ds)
+    assert worst.values("faces.prefiqs_combined") == c
+    tagged = call(ds, "tag_below_threshold", state=dict(s, tag="panel_comb"))
+    assert set(ds.select_labels(tags="panel_comb").values("faces.detections.id", unwind=True)) == {
+        i for i, v in comb.items() if v < t}
+    assert "(combined <" in tagged.ops("notify")[0]["message"]
+    ds.untag_labels("panel_comb")
+
+    echo = call(ds, "on_change_rank_by", state=s, value="combined")  # the App's echo changes nothing
+    assert not echo.ops("patch_panel_state") and not echo.ops("show_panel_output")
+    back = dict(call(ds, "on_change_rank_by", state=s, value="quality").state)
+    assert back["info"]["rank_by"] == "quality" and back["calib"]["ok"]
+    assert back["threshold"] == pytest.approx(ds.load_run_results("prefiqs").summary["quality_percentiles"]["5"],
+                                              abs=1e-4)
+
+
+def test_rank_by_combined_on_a_sample_run_and_a_run_without_combined_values(scored, fo, photos):
+    ds = scored
+    first, state = _loaded(ds, run_key="whole", rank_by="combined")  # sample-level, detect mode: it has them
+    comb = [v for v in ds.values("whole_combined") if v is not None]
+    assert state["info"]["rank_by"] == "combined" and len(comb) == state["info"]["num"] == 4
+    assert state["below"] == sum(v < state["threshold"] for v in comb)
+
+    chips = fo.Dataset()  # aligned chips have no detector score, so no combined value
+    try:
+        chips.add_samples([fo.Sample(filepath=p) for p in photos[:2]])
+        foo.get_operator(P + "compute_prefiqs")(chips, run_key="q", aligned=True)
+        first, state = _loaded(chips, run_key="q", rank_by="combined")
+        assert state["info"]["rank_by"] == "quality" and not state["info"]["has_combined"]
+        assert "rank_by" not in first.props() and "combined_note" not in first.props()
+        assert state["below"] == sum(v < state["threshold"] for v in chips.values("q_quality"))
+    finally:
+        chips.delete()
+
+
 def test_a_threshold_sent_for_the_run_shown_before_a_switch_is_not_applied(scored):
     """The typed box re-sends its value when the user leaves it (the click on the run picker); when
     that event reaches the server after the switch, it carries the App's state from before it."""

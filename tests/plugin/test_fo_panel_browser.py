@@ -10,7 +10,8 @@ visualization results (method "manual") rather than computed by the model, so th
 ranges are known: ``alpha`` scores 0.70–0.85, ``beta`` 0.59–0.72, and the first ``UNSCORED``
 samples have no score in either run (``K_error`` set), as photos have none in the demo's chip run.
 A third run, ``cal``, carries the shipped SFace calibration table (as ``compute_prefiqs`` stores
-it): the last test sets the threshold as a reference percentile. One App serves every test here:
+it) and combined values: the last tests set the threshold as a reference percentile, and rank the
+faces by the combined value. One App serves every test here:
 starting one costs about half a minute on 2 cores.
 """
 import json
@@ -65,7 +66,7 @@ def ui(fo, api, photos, tmp_path_factory):
                     for i in range(N)])
     from prefiqs_core.calibration import shipped
 
-    write_calibrated_run(ds, api, shipped("sface"), key="cal", seed=11)
+    write_calibrated_run(ds, api, shipped("sface"), key="cal", seed=11, combined=True)
     rng = np.random.default_rng(7)
     for key, (lo, hi) in RANGES.items():
         _write_run(ds, api, fob, key, lo, hi, rng)
@@ -582,6 +583,44 @@ def test_threshold_by_percentile_tags_what_the_sdk_tags(ui, api):
     assert 0 < count < N and info["num_tagged"] == count == len(by_panel)
     assert sorted(ds.match_tags("by_sdk").values("id")) == by_panel
     print("screenshot:", out / "panel_percentile_tagged.png", "text:", text)
+
+
+def test_rank_by_combined_tags_what_the_sdk_tags(ui, api):
+    """A user ranks the faces by the combined value, types a combined threshold, tags below it, and
+    gets the same faces as ``tag_low_quality(..., by="combined")``; then goes back to the quality."""
+    page, ds, out = ui["page"], ui["ds"], ui["out"]
+    ds.untag_samples("low_quality")
+    _pick_run(page, "cal")
+    page.get_by_text("Rank faces by").locator("xpath=following::*[@role='combobox'][1]").click()
+    page.get_by_role("option", name="combined: PreFIQs and the detector's score (0-100)", exact=True).click()
+    page.get_by_text("Percentile and expected-FNMR thresholds convert", exact=False).first.wait_for(timeout=WAIT_MS)
+    page.get_by_text("Combined", exact=True).first.wait_for(timeout=WAIT_MS)  # the slider's label
+    assert page.get_by_text("Give the threshold as").count() == 0
+    box = page.get_by_text("Type a threshold", exact=False).first.locator("xpath=following::input[1]")
+    box.fill("30")
+    box.press("Enter")
+    said = page.get_by_text("below combined 30.0000", exact=False).first
+    said.wait_for(timeout=WAIT_MS)
+    count = int(re.match(r"(\d+) samples? below", said.inner_text()).group(1))
+    expected = sum(v < 30 for v in ds.values("cal_combined") if v is not None)
+    assert count == expected and 0 < count < N
+    _calm(ui)
+    page.get_by_text("Tag below threshold", exact=True).click()
+    page.get_by_text(f"Last tagging: {count} sample", exact=False).first.wait_for(timeout=WAIT_MS)
+    page.screenshot(path=str(out / "panel_combined_tagged.png"))
+    ds.reload()
+    by_panel = sorted(ds.match_tags("low_quality").values("id"))
+    info = api.tagging.tag_low_quality(ds, run_key="cal", by="combined", threshold=30, tag="by_sdk_comb",
+                                       save_view=False)
+    assert info["num_tagged"] == count == len(by_panel)
+    assert sorted(ds.match_tags("by_sdk_comb").values("id")) == by_panel
+    # back to the quality: its own scale and the calibrated threshold modes again
+    page.get_by_text("Rank faces by").locator("xpath=following::*[@role='combobox'][1]").click()
+    page.get_by_role("option", name="quality (PreFIQs)", exact=True).click()
+    page.get_by_text("Give the threshold as", exact=False).first.wait_for(timeout=WAIT_MS)
+    _calm(ui)
+    ds.untag_samples(["low_quality", "by_sdk_comb"])
+    print("screenshot:", out / "panel_combined_tagged.png")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -33,9 +33,10 @@ def pc(plugin):
     return importlib.import_module(plugin.__name__ + ".operators.panel_calibration")
 
 
-def write_calibrated_run(ds, api, table, key="cal", seed=5):
+def write_calibrated_run(ds, api, table, key="cal", seed=5, combined=False):
     """A sample-level run whose qualities cover ``table``'s reference range (a little beyond both
-    ends), with ``K_percentile`` / ``K_expected_fnmr`` from the table and the table in its config."""
+    ends), with ``K_percentile`` / ``K_expected_fnmr`` from the table and the table in its config;
+    with ``combined``, also ``K_combined`` (seeded values in 0-100) listed in its fields."""
     import fiftyone as fo
 
     rng = np.random.default_rng(seed)
@@ -46,9 +47,13 @@ def write_calibrated_run(ds, api, table, key="cal", seed=5):
     ds.set_values(f"{key}_drift", [2 * (1 - v) for v in q])
     ds.set_values(f"{key}_percentile", table.percentile(q).tolist())
     ds.set_values(f"{key}_expected_fnmr", table.expected_fnmr(q).tolist())
+    fields = {}
+    if combined:
+        ds.set_values(f"{key}_combined", np.round(rng.uniform(0, 100, len(ds)), 2).tolist())
+        fields = dict(fields=[f"{key}_quality", f"{key}_combined"])
     api.runs.record_run(ds, key, dict(backbone="sface", sparsity=[0.5], patches_field=None,
                                       calibration=table.to_dict(), calibration_file="shipped",
-                                      calibration_absent=None))
+                                      calibration_absent=None, **fields))
     api.runs.update_results(ds, key, summary=api.runs.summary_stats(q, [2 * (1 - v) for v in q], 0))
     return q
 
