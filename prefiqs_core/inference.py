@@ -16,13 +16,15 @@ Where a network says which of its normalisations follow which layer: a ``torch.f
 other module can list
 ``norm_pairs = (("conv1", "affine1"), ...)``, attribute names of a layer and of the normalisation
 applied to that layer's output and to nothing else (the project's dlib ResNet and iResNet do).
-Anything else runs unfolded.
+Anything else runs unfolded. :func:`mismatch` compares both forms on a probe batch, and the scorer
+keeps the networks as loaded where they differ.
 """
 from __future__ import annotations
 
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 
@@ -125,3 +127,31 @@ def as_input(x: torch.Tensor, device) -> torch.Tensor:
     if x.ndim == 4 and channels_last(device):
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+@torch.inference_mode()
+def mismatch(stages, tails, fast_stages, fast_tails, probe: torch.Tensor, device, tol: float = 1e-3) -> str | None:
+    """Why the execution form would not compute what the networks as loaded do, on ``probe`` (a
+    prepared batch), or ``None``. A fold the network's declarations got wrong (a linear layer on a
+    3-D input, say, whose "channels" are not its outputs) shows here, before any face is scored."""
+    from .trunk import run_stages
+
+    def unit(t):
+        return F.normalize(t.float().reshape(len(t), -1), dim=1)
+
+    acts = {}
+    h, at = probe, 0
+    for k in sorted({k for k, _ in tails}):
+        h = run_stages(stages, h, at, k)
+        acts[k], at = h, k
+    want = {"dense": unit(run_stages(stages, h, at))}
+    got = {"dense": unit(run_stages(fast_stages, as_input(probe, device)))}
+    for i, ((k, tail), (_, fast)) in enumerate(zip(tails, fast_tails)):
+        x = probe if k == 0 else acts[k]
+        want[f"pruned copy {i + 1}"] = unit(tail(x))
+        got[f"pruned copy {i + 1}"] = unit(fast(as_input(x, device)))
+    for name, w in want.items():
+        gap = float((w - got[name]).abs().max())
+        if not gap <= tol:  # NaN too
+            return f"the {name} differs by {gap:.2g} once its norms are folded"
+    return None

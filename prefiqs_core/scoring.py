@@ -12,6 +12,7 @@ of the tail only. The networks run in their fastest form (:mod:`prefiqs_core.inf
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones.base import Backbone
-from .inference import as_input, execution_copy
+from .inference import as_input, execution_copy, mismatch
 from .pruning import PruneReport, PruneSpec, format_prune, prune_tail
 from .trunk import run_stages, stage_macs, stages_of
 
@@ -89,11 +90,19 @@ class PreFIQs:
         size = backbone.preprocess.size
         with torch.inference_mode():
             self.stage_macs = stage_macs(self.stages, torch.zeros(1, 3, size, size, device=self.device))
-        # what runs: the same networks with their norms folded (and channels-last on the CPU)
-        self.fast = fast
+        # what runs: the same networks with their norms folded (and channels-last on the CPU),
+        # checked on a probe batch first; a network that folds wrongly runs as loaded
+        self.fast = False
         if fast:
-            self.stages = stages_of(execution_copy(self.dense, self.device))
-            self.tails = [(k, execution_copy(tail, self.device)) for k, tail in self.tails]
+            fast_stages = stages_of(execution_copy(self.dense, self.device))
+            fast_tails = [(k, execution_copy(tail, self.device)) for k, tail in self.tails]
+            dtype = next(self.dense.parameters()).dtype
+            probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device, dtype)
+            why = mismatch(self.stages, self.tails, fast_stages, fast_tails, probe, self.device)
+            if why:
+                warnings.warn(f"{backbone.name}: scoring with the networks as loaded ({why})", stacklevel=2)
+            else:
+                self.stages, self.tails, self.fast = fast_stages, fast_tails, True
 
     @property
     def forwards_per_face(self) -> float:

@@ -116,3 +116,41 @@ def test_the_unit_of_cost_is_the_fast_dense_forward(dlib_backbone, real_chips):
     x = dlib_backbone.prepare(real_chips[:4])
     with torch.inference_mode():
         assert torch.allclose(s.dense_forward(x), dlib_backbone.net(x), atol=1e-5)
+
+
+class WrongAxis(nn.Module):
+    """A linear layer applied to a 3-D tensor, then a batch norm over axis 1: the norm's 4 channels
+    are the conv's, not the linear layer's 4 outputs, so folding them into it would be wrong."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(64, 4)
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return torch.flatten(self.bn(self.fc(torch.flatten(self.conv(x), 2))), 1)
+
+
+def test_a_network_that_folds_wrongly_is_scored_as_loaded_with_a_warning():
+    from prefiqs_core.backbones import from_module
+    from prefiqs_core.backbones.base import Preprocess
+
+    torch.manual_seed(2)
+    net = fx.symbolic_trace(_random_stats(WrongAxis()))
+    assert fold_norms(copy.deepcopy(net)) == 1  # the declarations allow it...
+    bb = from_module(net, Preprocess(size=8))
+    with pytest.warns(UserWarning, match="scoring with the networks as loaded .*differs"):
+        s = PreFIQs(bb, PruneSpec("global_l1", 0.5))
+    assert not s.fast  # ...the probe batch shows it is wrong
+    chips = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    want = PreFIQs(bb, PruneSpec("global_l1", 0.5), fast=False).score(chips)
+    assert np.array_equal(s.score(chips).drift, want.drift)
+
+
+def test_the_real_backbones_pass_the_probe(dlib_backbone, sface, iresnet):  # noqa: F811
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all(PreFIQs(bb).fast for bb in (dlib_backbone, sface, iresnet))
