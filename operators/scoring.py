@@ -397,7 +397,7 @@ def _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, v
     return dict(
         backbone=cfg["backbone"], checkpoint=str(checkpoint) if checkpoint else None,
         checkpoint_sha256=cfg["source_sha256"], weights_file=cfg["source"], preprocess=cfg["preprocess"],
-        prune=cfg["prune"], forwards_per_face=cfg["forwards_per_face"],
+        prune=cfg["prune"], forwards_per_face=cfg["forwards_per_face"], execution=cfg["execution"],
         pruning=cfg["pruning"], pruning_method=specs[0].method if len(specs) == 1 else "ensemble",
         sparsity=[s.sparsity for s in specs], achieved_sparsity=cfg["achieved_sparsity"],
         input=mode, patches_field=fields.patches_field, keypoints_field=keypoints_field,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones.base import Backbone
-from .inference import as_input, execution_copy, mismatch
+from .inference import as_input, channels_last, execution_copy, mismatch
 from .pruning import PruneReport, PruneSpec, format_prune, prune_tail
 from .trunk import run_stages, stage_macs, stages_of
 
@@ -92,7 +92,7 @@ class PreFIQs:
             self.stage_macs = stage_macs(self.stages, torch.zeros(1, 3, size, size, device=self.device))
         # what runs: the same networks with their norms folded (and channels-last on the CPU),
         # checked on a probe batch first; a network that folds wrongly runs as loaded
-        self.fast = False
+        self.fast, self.execution = False, "as loaded"
         if fast:
             fast_stages = stages_of(execution_copy(self.dense, self.device))
             fast_tails = [(k, execution_copy(tail, self.device)) for k, tail in self.tails]
@@ -101,8 +101,10 @@ class PreFIQs:
             why = mismatch(self.stages, self.tails, fast_stages, fast_tails, probe, self.device)
             if why:
                 warnings.warn(f"{backbone.name}: scoring with the networks as loaded ({why})", stacklevel=2)
+                self.execution = f"as loaded: {why}"
             else:
                 self.stages, self.tails, self.fast = fast_stages, fast_tails, True
+                self.execution = "norms folded" + (", channels-last" if channels_last(self.device) else "")
 
     @property
     def forwards_per_face(self) -> float:
@@ -123,7 +125,8 @@ class PreFIQs:
                     pruning=[s.as_dict() for s in self.specs],
                     achieved_sparsity=[r.achieved for r in self.reports],
                     zeros_fraction=[r.zeros for r in self.reports],
-                    forwards_per_face=round(self.forwards_per_face, 4))
+                    forwards_per_face=round(self.forwards_per_face, 4),
+                    execution=self.execution)
 
     @torch.inference_mode()
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:

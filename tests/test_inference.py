@@ -143,6 +143,7 @@ def test_a_network_that_folds_wrongly_is_scored_as_loaded_with_a_warning():
     with pytest.warns(UserWarning, match="scoring with the networks as loaded .*differs"):
         s = PreFIQs(bb, PruneSpec("global_l1", 0.5))
     assert not s.fast  # ...the probe batch shows it is wrong
+    assert s.config()["execution"].startswith("as loaded: the dense differs")
     chips = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
     want = PreFIQs(bb, PruneSpec("global_l1", 0.5), fast=False).score(chips)
     assert np.array_equal(s.score(chips).drift, want.drift)
@@ -154,3 +155,5 @@ def test_the_real_backbones_pass_the_probe(dlib_backbone, sface, iresnet):  # no
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert all(PreFIQs(bb).fast for bb in (dlib_backbone, sface, iresnet))
+    assert PreFIQs(dlib_backbone).config()["execution"] == "norms folded, channels-last"
+    assert PreFIQs(dlib_backbone, fast=False).config()["execution"] == "as loaded"

@@ -80,6 +80,7 @@ def test_cli_scores_with_the_spec_it_prints_and_stores(tmp_path, dlib_backbone, 
     assert "pruning: global_l1@0.5 (2.00 dense forwards per face)" in capsys.readouterr().err
     side = json.loads((tmp_path / "s.csv.json").read_text())
     assert side["prune"] == "global_l1@0.5" and side["faces"] == 4
+    assert side["execution"] == "norms folded, channels-last"  # how the networks ran (prefiqs_core.inference)
     want = PreFIQs(dlib_backbone, PruneSpec("global_l1", 0.5)).score(real_chips[:4]).drift
     got = [float(line.split(",")[7]) for line in out.read_text().splitlines()[1:]]
     assert np.allclose(got, want, atol=1e-5)

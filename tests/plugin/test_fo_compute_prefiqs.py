@@ -181,6 +181,7 @@ def test_form_prunes_exactly_what_it_shows_from_a_split_point(make_dataset, phot
         keep_first=False, keep_last=False, **dlib).raise_exceptions()
     cfg = ds.get_run_info("late").config
     assert cfg.prune == "global_l1@0.5+from:blocks.10" and 1.1 < cfg.forwards_per_face < 1.3
+    assert cfg.execution == "norms folded, channels-last"  # recorded with the run
     # a typed spec string overrides the fields; the SDK takes the same string
     run(ds, detect=True, run_key="typed", prune="layerwise_l1@0.1,global_l1@0.5+keeplast",
         prune_from="blocks.3", **dlib).raise_exceptions()
