@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lfw import LFWBench, halves_bench, print_halves_table  # noqa: E402
+from prefiqs_core.backbones.base import prunable_modules  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation.lfw import people_halves  # noqa: E402
 from prefiqs_core.pruning import format_prune, parse_prune, prune_tail  # noqa: E402
@@ -43,7 +44,7 @@ MODES = ("mean", "mean+std", "output")
 
 
 def _layers(tail: nn.Module) -> dict[str, nn.Module]:
-    return {n: m for n, m in tail.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return dict(prunable_modules(tail))
 
 
 def _channel_dims(y: torch.Tensor) -> tuple[int, ...]:

@@ -380,7 +380,7 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         run_lo, run_hi = (0.0, 100.0) if combined else self._run_range(ctx, key, lo, hi)
         threshold = state.threshold
         if threshold is None:
-            threshold = (panel_queries.combined_default_threshold(ctx.dataset, key) if combined
+            threshold = (panel_queries.combined_default_threshold(ctx.dataset, scope.fields) if combined
                          else panel_queries.default_threshold(ctx.dataset, key, run_lo, run_hi))
             if run_lo is not None:
                 threshold = min(max(threshold, run_lo), run_hi)

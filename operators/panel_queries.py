@@ -148,10 +148,10 @@ def scope_of(ctx_view, dataset, run_key: str, value: str = "quality") -> Scope:
     return Scope(runs.fields_of(dataset, run_key), ctx_view, value)
 
 
-def combined_default_threshold(dataset, run_key: str) -> float:
-    """A starting combined threshold: the run's 5th percentile of ``K_combined`` (as the quality's
-    default is its 5th percentile), else 5."""
-    q = dataset.quantiles(runs.fields_of(dataset, run_key).combined, [0.05])
+def combined_default_threshold(dataset, fields: runs.RunFields) -> float:
+    """A starting combined threshold: the run's 5th percentile of ``K_combined`` over ``dataset``
+    (as the quality's default is its 5th percentile), else 5."""
+    q = dataset.quantiles(fields.combined, [0.05])
     return 5.0 if not q or q[0] is None else round(float(q[0]), 4)
 
 

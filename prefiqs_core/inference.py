@@ -134,17 +134,13 @@ def mismatch(stages, tails, fast_stages, fast_tails, probe: torch.Tensor, device
     """Why the execution form would not compute what the networks as loaded do, on ``probe`` (a
     prepared batch), or ``None``. A fold the network's declarations got wrong (a linear layer on a
     3-D input, say, whose "channels" are not its outputs) shows here, before any face is scored."""
-    from .trunk import run_stages
+    from .trunk import run_stages, run_with_taps
 
     def unit(t):
         return F.normalize(t.float().reshape(len(t), -1), dim=1)
 
-    acts = {}
-    h, at = probe, 0
-    for k in sorted({k for k, _ in tails}):
-        h = run_stages(stages, h, at, k)
-        acts[k], at = h, k
-    want = {"dense": unit(run_stages(stages, h, at))}
+    dense, acts = run_with_taps(stages, probe, [k for k, _ in tails])
+    want = {"dense": unit(dense)}
     got = {"dense": unit(run_stages(fast_stages, as_input(probe, device)))}
     for i, ((k, tail), (_, fast)) in enumerate(zip(tails, fast_tails)):
         x = probe if k == 0 else acts[k]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .backbones.base import Backbone
 from .inference import as_input, channels_last, execution_copy, mismatch
 from .pruning import PruneReport, PruneSpec, format_prune, prune_tail
-from .trunk import run_stages, stage_macs, stages_of
+from .trunk import run_stages, run_with_taps, stage_macs, stages_of
 
 
 def quality_from_drift(drift):
@@ -128,21 +128,20 @@ class PreFIQs:
                     forwards_per_face=round(self.forwards_per_face, 4),
                     execution=self.execution)
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return as_input(x, self.device) if self.fast else x
+
     @torch.inference_mode()
     def dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw dense embeddings of a prepared batch, as the scorer computes them (the unit of cost)."""
-        return run_stages(self.stages, as_input(x, self.device) if self.fast else x)
+        return run_stages(self.stages, self._input(x))
 
     @torch.inference_mode()
     def score_tensor(self, x: torch.Tensor) -> ScoreBatch:
         """Score a batch already prepared by ``backbone.prepare`` (on the scorer's device)."""
         # the dense forward, keeping the activation where each pruned tail starts
-        starts = sorted({k for k, _ in self.tails})
-        acts, h, at = {}, as_input(x, self.device) if self.fast else x, 0
-        for k in starts:
-            h = run_stages(self.stages, h, at, k)
-            acts[k], at = h, k
-        d = F.normalize(run_stages(self.stages, h, at).float(), dim=1)
+        raw, acts = run_with_taps(self.stages, self._input(x), [k for k, _ in self.tails])
+        d = F.normalize(raw.float(), dim=1)
         ps = [F.normalize(tail(acts[k]).float(), dim=1) for k, tail in self.tails]
         drift = torch.stack([(d - p).norm(dim=1) for p in ps]).mean(0)
         p = ps[0] if len(ps) == 1 else F.normalize(torch.stack(ps).mean(0), dim=1)

@@ -67,6 +67,16 @@ def run_stages(stages, x, lo: int = 0, hi: int | None = None):
     return x
 
 
+def run_with_taps(stages, x, taps):
+    """The whole chain's output and ``{k: the activation entering stage k}`` for each ``k`` in
+    ``taps`` (where pruned tails start), in one pass."""
+    acts, at = {}, 0
+    for k in sorted(set(taps)):
+        x = run_stages(stages, x, at, k)
+        acts[k], at = x, k
+    return run_stages(stages, x, at), acts
+
+
 @torch.no_grad()
 def stage_macs(stages, example: torch.Tensor) -> list[int]:
     """Multiply-accumulates of the conv and linear layers in each stage, for one ``example`` input.
