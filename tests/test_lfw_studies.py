@@ -263,3 +263,66 @@ def test_bench_gives_face_size_and_detector_score_their_own_per_face_values():
     bench.faces = SimpleNamespace(detections={"boxes": boxes, "scores": scores})
     np.testing.assert_array_equal(bench.baseline(make_method("face_size")), width)
     np.testing.assert_array_equal(bench.baseline(make_method("detector_score")), np.where(np.isnan(scores), -1e3, scores))
+
+
+def test_landmark_geometry_reads_yaw_pitch_asymmetry_and_fit_residual():
+    from cheap_signals import landmark_geometry
+
+    from prefiqs_core.alignment import get_template
+
+    t = get_template("dlib150").landmarks("dlib5")
+    # the template itself, moved, turned and scaled: a frontal face by definition
+    a = np.deg2rad(20)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    moved = (t @ rot.T) * 1.7 + [40, -15]
+    turned = t.copy()
+    turned[4, 0] += 0.25 * np.linalg.norm(t[0:2].mean(0) - t[2:4].mean(0))  # nose a quarter eye distance aside
+    narrow = t.copy()
+    narrow[1] = narrow[0] + 0.5 * (narrow[1] - narrow[0])  # one eye half as wide
+    g = landmark_geometry(np.stack([t, moved, turned, narrow]), t)
+    base_yaw = g["yaw"][0]
+    assert g["yaw"][1] == pytest.approx(base_yaw, abs=1e-9) and g["pitch"][1] == pytest.approx(g["pitch"][0])
+    assert g["residual"][0] == pytest.approx(0, abs=1e-6) and g["residual"][1] == pytest.approx(0, abs=1e-6)
+    axis = t[2:4].mean(0) - t[0:2].mean(0)
+    offset = turned[4] - (t[0:2].mean(0) + t[2:4].mean(0)) / 2
+    want = abs(offset @ axis) / np.linalg.norm(axis) ** 2
+    assert g["yaw"][2] == pytest.approx(want) and g["yaw"][2] > base_yaw + 0.2
+    assert g["residual"][2] > 1.0
+    w = [np.linalg.norm(t[0] - t[1]), np.linalg.norm(t[2] - t[3])]
+    assert g["eye_asymmetry"][0] == pytest.approx(abs(np.log(w[0] / w[1]))) and g["eye_asymmetry"][0] < 0.05
+    assert g["eye_asymmetry"][3] == pytest.approx(abs(np.log(w[0] / 2 / w[1])))
+
+
+def test_tail_outputs_read_the_embedding_layers_input_and_the_raw_embedding():
+    import torch
+    from cheap_signals import space_distances, tail_outputs
+
+    torch.manual_seed(0)
+    tail = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 5)).eval()
+    x = torch.randn(7, 3, 6, 6)
+    pooled, raw = tail_outputs(tail, x, batch=3)
+    with torch.no_grad():
+        want_pooled = tail[:4](x).double().numpy()
+        want_raw = tail(x).double().numpy()
+    assert pooled.shape == (7, 4) and np.allclose(pooled, want_pooled) and np.allclose(raw, want_raw)
+    d = space_distances((pooled, raw), (pooled * 2, raw * 3))
+    # scaling leaves unit vectors where they were; the raw distance and the norm ratio see it
+    assert np.allclose(d["drift (unit embeddings, the product's)"], 0, atol=1e-12)
+    assert np.allclose(d["pooled feature drift (unit)"], 0, atol=1e-12)
+    assert np.allclose(d["raw embedding drift / dense norm"], 2.0)
+    assert np.allclose(d["|log(pruned norm / dense norm)|"], np.log(3))
+    with pytest.raises(ValueError, match="no linear layer"):
+        tail_outputs(tail[:4], x, batch=3)
+
+
+def test_resize_leaves_a_chip_of_the_asked_size_alone():
+    import torch
+    from cheap_signals import resize
+
+    x = torch.rand(2, 3, 150, 150)
+    assert resize(x, 150) is x
+    small = resize(x, 104)
+    assert small.shape == (2, 3, 104, 104)
+    flat = torch.full((1, 3, 150, 150), 0.3)
+    assert torch.allclose(resize(flat, 120), torch.full((1, 3, 120, 120), 0.3), atol=1e-6)
