@@ -1,5 +1,7 @@
 """Does a second, free signal add to PreFIQs? Combinations of the default's drift with the raw
-embedding norm (``--partner norm``) or the face detector's own score (``--partner detector``), scored
+embedding norm (``--partner norm``), the face detector's own score (``--partner detector``) or the
+embedding's distinctiveness (``--partner distinctiveness``: 1 − cos of the dense unit embedding and
+the mean unit embedding of half A's faces, label-free; larger = farther from the average face), scored
 like the sweep on LFW-dev halves A and B (nAUC20, fixed threshold, FMR 1e-3, people-level bootstrap
 95 % intervals), with ``--splits N``: the spread over both halves of N seeded people splits.
 
@@ -10,7 +12,9 @@ the sum of z-scores, the lower of the two ranks; for a positive partner (the nor
 z-scores of the logs, the ratio partner / drift and the product partner × quality. The drift is the
 backbone's default pruning, computed once and kept in the cache (``drift_<backbone>_<weights>_<spec
 hash>.npy``). The detector is the benchmark's (dlib's HOG detector, for every backbone); a face it
-missed, placed by the fixed box, ranks below every detection.
+missed, placed by the fixed box, ranks below every detection. With ``distinctiveness`` the rows also
+add the detector score as a third signal (rank sums of all three), and the opposite sign (closeness
+to the average face) alone.
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ from prefiqs_core.evaluation.baselines import make_method  # noqa: E402
 from prefiqs_core.pruning import format_prune  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
 
-PARTNERS = {"norm": ("embedding norm", "norm"), "detector": ("detector score", "detector")}
+PARTNERS = {"norm": ("embedding norm", "norm"), "detector": ("detector score", "detector"),
+            "distinctiveness": ("distinctiveness", "distinctiveness")}
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
@@ -75,10 +80,33 @@ def shipped_combined(backbone: str, drift: np.ndarray, det_scores: np.ndarray) -
     return combined(shipped(backbone).percentile(quality_from_drift(drift)), np.nan_to_num(det, nan=0.0))
 
 
+def distinctiveness(dense: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """1 − cos(e, m) of each unit embedding ``e`` with ``m``, the unit mean of the ``reference``
+    faces' unit embeddings (0 = the average face's direction, larger = more distinctive)."""
+    m = np.asarray(reference, np.float64).mean(axis=0)
+    return 1.0 - np.asarray(dense, np.float64) @ (m / np.linalg.norm(m))
+
+
 def partner_values(bench, partner: str) -> np.ndarray:
     if partner == "norm":
         return bench.raw_norm
+    if partner == "distinctiveness":
+        from prefiqs_core.evaluation.lfw import people_halves
+        return distinctiveness(bench.dense, bench.dense[people_halves(bench.labels, 0)[0]])
     return bench.baseline(make_method("detector_score"))
+
+
+def with_detector(q: np.ndarray, other: np.ndarray, det: np.ndarray) -> dict[str, np.ndarray]:
+    """Three-signal rows: the detector score added to PreFIQs and a partner (all higher = better)."""
+    return {
+        "closeness to the average face (the opposite sign)": -other,
+        "rank sum: PreFIQs + detector": _rank(q) + _rank(det),
+        "rank sum: PreFIQs + detector ×2": _rank(q) + 2 * _rank(det),
+        "rank sum: detector + partner": _rank(det) + _rank(other),
+        "rank sum: PreFIQs + detector + partner": _rank(q) + _rank(det) + _rank(other),
+        "rank sum: PreFIQs + detector ×2 + partner": _rank(q) + 2 * _rank(det) + _rank(other),
+        "lower of the three ranks": np.minimum(np.minimum(_rank(q), _rank(det)), _rank(other)),
+    }
 
 
 def main(argv=None):
@@ -99,6 +127,9 @@ def main(argv=None):
     if args.partner == "detector":
         qualities["combined (per face: the shipped references' percentiles)"] = shipped_combined(
             bb.name, drift, bench.faces.detections["scores"])
+    if args.partner == "distinctiveness":
+        qualities |= with_detector(qualities["PreFIQs (the default)"], other,
+                                   partner_values(bench, "detector"))
     print_halves_table(bench, qualities)
     if args.splits:
         print()

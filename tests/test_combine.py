@@ -48,3 +48,30 @@ def test_a_partner_that_is_not_positive_gets_only_the_forms_that_apply():
         assert np.isfinite(q).all() and np.argmin(q) == 2, name  # the missed face with the largest drift
     # a positive partner gets the ratio, the product and the log z-sum too
     assert {"norm / drift", "norm × quality", "z sum of logs"} <= set(combinations(drift, np.abs(det) + 1))
+
+
+def test_distinctiveness_is_the_angle_from_the_reference_faces_mean_direction():
+    from combine import distinctiveness
+
+    ref = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.6, -0.8, 0.0]])  # mean direction (1, 0, 0)
+    faces = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.6, 0.0, 0.8]])
+    assert np.allclose(distinctiveness(faces, ref), [0.0, 1.0, 2.0, 0.4])
+    # the reference's mean is normalised: scaling the reference changes nothing
+    assert np.allclose(distinctiveness(faces, 5 * ref), distinctiveness(faces, ref))
+
+
+def test_three_signal_rows_add_the_detector_score():
+    from combine import with_detector
+
+    # face 0 is best on all three signals, face 3 worst on all three; faces 1 and 2 trade places
+    q, det, other = np.array([0.9, 0.8, 0.7, 0.1]), np.array([3.0, 1.0, 2.0, -5.0]), np.array([0.9, 0.5, 0.4, 0.0])
+    rows = with_detector(q, other, det)
+    for name, v in rows.items():
+        if name.startswith("closeness"):
+            assert np.array_equal(v, -other)
+            continue
+        assert np.argmax(v) == 0 and np.argmin(v) == 3, name
+    # ranks /4: q 4,3,2,1; det 4,2,3,1; other 4,3,2,1
+    assert np.allclose(rows["rank sum: PreFIQs + detector + partner"], np.array([12, 8, 7, 3]) / 4)
+    assert np.allclose(rows["rank sum: PreFIQs + detector ×2 + partner"], np.array([16, 10, 10, 4]) / 4)
+    assert np.allclose(rows["lower of the three ranks"], np.array([4, 2, 2, 1]) / 4)
