@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prefiqs_core.backbones import load_backbone  # noqa: E402
-from prefiqs_core.calibration import Reference, check, fit, reference_scores, shipped  # noqa: E402
+from prefiqs_core.calibration import Reference, check, fit, reference_scores, shipped, uniform_gap  # noqa: E402
+from prefiqs_core.defaults import COMBINED_DISTINCTIVENESS  # noqa: E402
 from prefiqs_core.evaluation.lfw import FaceSet, people_halves  # noqa: E402
 from prefiqs_core.pruning import parse_prune  # noqa: E402
 from prefiqs_core.scoring import PreFIQs  # noqa: E402
@@ -55,12 +56,16 @@ def run_one(folder, backbone_name, prune, cache, reps, split_seed=0, max_per_per
     ref_a = Reference.build(dense, quality, faces.labels, a)
     ref_b = Reference.build(dense, quality, faces.labels, b)
     cal = fit(ref_a, bb.name, scorer.spec_string, bb.source_sha256, dict(folder=Path(folder).name, half="A"),
-              reps=reps)
+              reps=reps, distinctiveness=bb.name in COMBINED_DISTINCTIVENESS)
     ship = shipped(bb.name)
     same = None
     if ship is not None and ship.mismatch(bb.name, scorer.spec_string, bb.source_sha256) is None:
-        same = (ship.quantiles == cal.quantiles and [x.__dict__ for x in ship.bands] == [x.__dict__ for x in cal.bands])
+        same = (ship.quantiles == cal.quantiles and [x.__dict__ for x in ship.bands] == [x.__dict__ for x in cal.bands]
+                and (ship.distinctiveness is None) == (cal.distinctiveness is None)
+                and (cal.distinctiveness is None or ship.distinctiveness.to_dict() == cal.distinctiveness.to_dict()))
     res = check(cal, ref_b, reps=reps)
+    if cal.distinctiveness is not None:  # combined's third percentile, on the held-out faces
+        res["distinctiveness_max_gap"] = uniform_gap(cal.distinctiveness.percentile(ref_b.emb))
     return cal, res, same, ref_b
 
 
@@ -83,6 +88,9 @@ def report(cal, res, same, log=print):
         f"{res['n_bands']} = {res['coverage_confidence']:.0%}; B's own interval overlaps A's confidence interval in "
         f"{res['overlap']:.0%}; A's percentiles on B's faces: largest gap from uniform "
         f"{res['percentile_max_gap']:.1f} percentile points")
+    if "distinctiveness_max_gap" in res:
+        log(f"distinctiveness (combined's third percentile): A's percentiles on B's faces: largest gap from uniform "
+            f"{res['distinctiveness_max_gap']:.1f} percentile points")
 
 
 def plot(cal, res, ref_b, path):

@@ -69,15 +69,18 @@ def combinations(drift: np.ndarray, other: np.ndarray, partner: str = "norm") ->
     return out
 
 
-def shipped_combined(backbone: str, drift: np.ndarray, det_scores: np.ndarray) -> np.ndarray:
+def shipped_combined(backbone: str, drift: np.ndarray, det_scores: np.ndarray, dense: np.ndarray) -> np.ndarray:
     """The product's ``combined`` column (``prefiqs_core.combined``): the quality's percentile in the
-    backbone's shipped calibration table and the detector score's in the shipped detector reference,
-    averaged; a face the detector missed (the fixed box) counts at percentile 0."""
+    backbone's shipped calibration table and the detector score's in the shipped detector reference
+    (and the dense embedding's distinctiveness percentile where the table has that reference),
+    averaged; a face the detector missed (the fixed box) counts at detector percentile 0."""
     from prefiqs_core.calibration import shipped
     from prefiqs_core.combined import combined, shipped_detector_reference
 
-    det = shipped_detector_reference().percentile(det_scores)
-    return combined(shipped(backbone).percentile(quality_from_drift(drift)), np.nan_to_num(det, nan=0.0))
+    cal = shipped(backbone)
+    det = np.nan_to_num(shipped_detector_reference().percentile(det_scores), nan=0.0)
+    distinct = cal.distinctiveness.percentile(dense) if cal.distinctiveness is not None else None
+    return combined(cal.percentile(quality_from_drift(drift)), det, distinct)
 
 
 def distinctiveness(dense: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -126,7 +129,7 @@ def main(argv=None):
     qualities = combinations(drift, other, args.partner)
     if args.partner == "detector":
         qualities["combined (per face: the shipped references' percentiles)"] = shipped_combined(
-            bb.name, drift, bench.faces.detections["scores"])
+            bb.name, drift, bench.faces.detections["scores"], bench.dense)
     if args.partner == "distinctiveness":
         qualities |= with_detector(qualities["PreFIQs (the default)"], other,
                                    partner_values(bench, "detector"))

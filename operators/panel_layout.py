@@ -134,7 +134,9 @@ def build(p, ctx):
                 description="the slider's value, or type one (Enter or leave the box)", on_change=p.on_type_threshold)
     if combined:
         panel.md("_Ranked by the combined value: the mean of the quality's and the detector score's reference "
-                 "percentiles (0-100, higher is better). Percentile and expected-FNMR thresholds convert the "
+                 "percentiles, and on dlib's network the distinctiveness percentile (how far the face's "
+                 "embedding is from the average face's; `K_distinctiveness`) (0-100, higher is better). "
+                 "Percentile and expected-FNMR thresholds convert the "
                  "quality, so they are offered when ranking by quality._", name="combined_note")
     else:
         panel_calibration.controls(p, panel, state)  # threshold as percentile / expected FNMR, or why not

@@ -68,9 +68,16 @@ class RunFields:
 
     @property
     def combined(self):
-        """The quality's and the detector score's reference percentiles averaged (only with a
-        calibration table, for faces found by the built-in detector: ``prefiqs_core.combined``)."""
+        """The quality's and the detector score's reference percentiles (and, where the table has that
+        reference, the distinctiveness percentile) averaged (only with a calibration table, for
+        faces found by the built-in detector: ``prefiqs_core.combined``)."""
         return self.label_path("combined")
+
+    @property
+    def distinctiveness(self):
+        """Reference percentile of how far the face's dense embedding sits from the average face's
+        direction (only where ``combined`` averages it in: the calibration table has that reference)."""
+        return self.label_path("distinctiveness")
 
     @property
     def sample_error(self):
@@ -89,12 +96,15 @@ class RunFields:
         """Sample fields of which one is set once a sample has been processed (for ``resume``)."""
         return [self.min_quality if self.patches_field else self.quality, self.sample_error]
 
-    def all_paths(self, vectors=VECTORS, calibrated: bool = True, combined: bool = True) -> list[str]:
+    def all_paths(self, vectors=VECTORS, calibrated: bool = True, combined: bool = True,
+                  distinctiveness: bool = False) -> list[str]:
         paths = [self.quality, self.drift, self.error] + [self.vector(v) for v in vectors]
         if calibrated:
             paths += [self.percentile, self.expected_fnmr]
         if calibrated and combined:
             paths.append(self.combined)
+            if distinctiveness:
+                paths.append(self.distinctiveness)
         if self.patches_field:
             paths += [self.sample_error, self.min_quality]
         return paths

@@ -66,7 +66,9 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
     -   with a calibration table, for faces the built-in detector found (``detect=True``, or a
         ``patches_field`` written by ``detect_faces`` at upsample 1): ``K_combined``, the quality's
         and the detector score's reference percentiles averaged (``prefiqs_core.combined``; higher is
-        better). For other faces it is absent and the run's config says why (``combined_absent``)
+        better); where the calibration table has a distinctiveness reference (dlib's), its
+        percentile is averaged in too and written as ``K_distinctiveness``. For other faces it is
+        absent and the run's config says why (``combined_absent``)
 
     Faces that cannot be scored (unreadable image, no face, degenerate box) get their reason in
     ``K_error``; they never stop the run. A custom run ``K`` (``samples.get_run_info(K)``)
@@ -293,9 +295,10 @@ def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keyp
                   detector_reference=det_ref.to_dict() if det_ref else None,
                   detector_reference_file=detector_reference or ("shipped" if det_ref else None),
                   combined_absent=combined_absent,
-                  fields=fields.all_paths(vectors, calibrated=cal is not None, combined=det_ref is not None))
+                  fields=fields.all_paths(vectors, calibrated=cal is not None, combined=det_ref is not None,
+                                          distinctiveness=_distinct(cal, det_ref)))
     _prepare_run(samples, fields, config, overwrite, resume)
-    _declare_fields(dataset, fields, vectors, cal is not None, det_ref is not None)
+    _declare_fields(dataset, fields, vectors, cal is not None, det_ref is not None, _distinct(cal, det_ref))
     return dict(scorer=scorer, fields=fields, mode=mode, keypoints_field=keypoints_field, vectors=vectors,
                 calibration=cal, detector_reference=det_ref)
 
@@ -437,7 +440,12 @@ def _prepare_run(samples, fields, config, overwrite, resume):
     runs.update_results(dataset, key, summary={}, visualizations={})
 
 
-def _declare_fields(dataset, fields, vectors, calibrated=False, combined=False):
+def _distinct(cal, ref) -> bool:
+    """Whether this run's ``combined`` averages in distinctiveness (and writes its percentile)."""
+    return cal is not None and ref is not None and cal.distinctiveness is not None
+
+
+def _declare_fields(dataset, fields, vectors, calibrated=False, combined=False, distinctiveness=False):
     # Declared up front so that the App can filter on them and brain finds the vectors by name
     # (an undeclared embedded vector makes compute_visualization fall back to a zoo model).
     wanted = [(fields.quality, fo.FloatField), (fields.drift, fo.FloatField), (fields.error, fo.StringField)]
@@ -445,6 +453,8 @@ def _declare_fields(dataset, fields, vectors, calibrated=False, combined=False):
         wanted += [(fields.percentile, fo.FloatField), (fields.expected_fnmr, fo.FloatField)]
     if calibrated and combined:
         wanted.append((fields.combined, fo.FloatField))
+        if distinctiveness:
+            wanted.append((fields.distinctiveness, fo.FloatField))
     wanted += [(fields.vector(v), fo.VectorField) for v in vectors]
     if fields.patches_field:
         wanted += [(fields.min_quality, fo.FloatField), (fields.sample_error, fo.StringField)]
@@ -475,14 +485,29 @@ def _calibrated(cal, quality: list) -> tuple[list, list]:
             [None if v is None else float(f) for v, f in zip(quality, fnmr)])
 
 
-def _combined(cal, ref, quality: list, det_scores: list) -> list:
-    """``K_combined`` beside each quality (None without a quality or a detector score)."""
-    from ..prefiqs_core.combined import combined
+def _combined(cal, ref, quality: list, det_scores: list, dense=None) -> tuple[list, list | None]:
+    """``K_combined`` beside each quality (None without a quality or a detector score), and
+    ``K_distinctiveness`` where the table averages it in (else None): ``dense`` holds each face's
+    unit dense embedding (a row of NaN where it has none)."""
+    from ..prefiqs_core.combined import combined_values
 
     q = np.array([np.nan if v is None else v for v in quality], np.float64)
     d = np.array([np.nan if v is None else v for v in det_scores], np.float64)
-    out = combined(cal.percentile(q), ref.percentile(d))
-    return [None if np.isnan(v) else float(v) for v in out]
+    out = combined_values(cal, ref, q, d, dense)
+    pct = cal.distinctiveness.percentile(dense) if cal.distinctiveness is not None else None
+    return ([None if np.isnan(v) else float(v) for v in out],
+            None if pct is None else [None if np.isnan(v) else float(v) for v in pct])
+
+
+def _rows_of(res, rows: list, n: int, cal) -> np.ndarray | None:
+    """Dense embeddings of ``res`` placed at ``rows`` of ``n`` (NaN rows elsewhere); None when the
+    table ``cal`` does not use them."""
+    if cal.distinctiveness is None:
+        return None
+    out = np.full((n, len(cal.distinctiveness.direction)), np.nan)
+    if rows:
+        out[rows] = res.dense
+    return out
 
 
 def _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal=None, ref=None):
@@ -516,7 +541,10 @@ def _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal=No
         view.set_values(fields.percentile, pct)
         view.set_values(fields.expected_fnmr, fnmr)
         if ref is not None:
-            view.set_values(fields.combined, _combined(cal, ref, quality, det_scores))
+            comb, distinct = _combined(cal, ref, quality, det_scores, _rows_of(res, rows, len(ids), cal))
+            view.set_values(fields.combined, comb)
+            if distinct is not None:
+                view.set_values(fields.distinctiveness, distinct)
     view.set_values(fields.error, errors)
     view.set_values(fields.quality, quality)
 
@@ -564,15 +592,18 @@ def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_si
     min_quality = [None] * len(ids)
     extra = ["percentile", "expected_fnmr"] if cal is not None else []
     extra += ["combined"] if cal is not None and ref is not None else []
+    extra += ["distinctiveness"] if _distinct(cal, ref) else []
     label_values = {name: [] for name in ["quality", "drift", "error"] + vectors + extra}
     if cal is not None and owners:
         pct, fnmr = cal.percentile(res.quality), cal.expected_fnmr(res.quality)
-        comb = _combined(cal, ref, list(res.quality), det_scores) if ref is not None else None
+        comb, distinct = _combined(cal, ref, list(res.quality), det_scores, res.dense) if ref is not None \
+            else (None, None)
     for j, (i, lid) in enumerate(owners):
         q = float(res.quality[j])
         min_quality[i] = q if min_quality[i] is None else min(min_quality[i], q)
         calibrated = [("percentile", float(pct[j])), ("expected_fnmr", float(fnmr[j]))] if extra else []
         calibrated += [("combined", comb[j])] if "combined" in extra else []
+        calibrated += [("distinctiveness", distinct[j])] if "distinctiveness" in extra else []
         for name, value in [("quality", q), ("drift", float(res.drift[j])), ("error", None)] + calibrated + \
                 [(v, getattr(res, v)[j].astype(np.float32)) for v in vectors]:
             label_values[name].append(dict(sample_id=ids[i], label_id=lid, value=value))

@@ -22,8 +22,9 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
     quality threshold (returned as ``threshold_quality``). The tag first leaves every sample/label
     of ``samples`` that had it, so it marks exactly this selection.
 
-    ``by="combined"`` ranks faces by ``K_combined`` (the quality's and the detector score's reference
-    percentiles averaged, 0–100) instead of the quality: ``threshold`` is then a combined value and
+    ``by="combined"`` ranks faces by ``K_combined`` (the quality's and the detector score's, and on
+    dlib's network the distinctiveness, reference percentiles averaged, 0–100) instead of the
+    quality: ``threshold`` is then a combined value and
     ``worst_percent`` the worst by it; the run must have written it (faces of the built-in detector).
 
     Args:

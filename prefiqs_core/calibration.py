@@ -15,6 +15,10 @@ A table is only valid for the exact network weights and pruning it was measured 
 spec or a different weights file moves every quality, so :meth:`Calibration.applies_to` refuses
 (naming what differs) rather than return a number that belongs to another setting.
 
+A table may also carry a *distinctiveness* reference (:class:`Distinctiveness`): the mean direction
+of the reference faces' dense embeddings and the percentiles of each face's distance from it. Where
+it does, ``combined`` (:mod:`prefiqs_core.combined`) averages its percentile in too.
+
 Tables for the shipped defaults live in ``prefiqs_core/calibrations/<backbone>.json``; they are the
 project's own measurement on the LFW development people (half A), a few hundred numbers, no LFW data.
 ``python -m prefiqs_core calibrate`` makes a table for any backbone, pruning and identity folder.
@@ -107,6 +111,54 @@ class Band:
 
 
 @dataclass
+class Distinctiveness:
+    """How far a face's dense embedding sits from the average reference face's direction:
+    ``1 − cos(e, direction)`` for a unit embedding ``e`` (0 = the average face, 2 = its opposite).
+    ``direction`` is the unit mean of the reference faces' unit embeddings; ``quantiles[i]`` the
+    reference faces' distinctiveness at percentile ``i`` (i = 0..100). Label-free: no identity is
+    needed to fit it."""
+
+    direction: list
+    quantiles: list
+
+    def __post_init__(self):
+        d = np.asarray(self.direction, np.float64)
+        q = np.asarray(self.quantiles, np.float64)
+        if d.ndim != 1 or not len(d) or not np.all(np.isfinite(d)) or abs(np.linalg.norm(d) - 1) > 1e-4:
+            raise ValueError("distinctiveness: 'direction' must be a finite unit vector")
+        if q.shape != PERCENTILE_LEVELS.shape or np.any(np.diff(q) < 0) or not np.all(np.isfinite(q)):
+            raise ValueError("distinctiveness: 'quantiles' must be 101 non-decreasing finite values "
+                             "(percentiles 0..100)")
+        self._d, self._q = d, q
+
+    @classmethod
+    def fit(cls, dense) -> "Distinctiveness":
+        """From the unit dense embeddings of reference faces (rows)."""
+        e = np.asarray(dense, np.float64)
+        if e.ndim != 2 or len(e) < 100:
+            raise ValueError(f"a distinctiveness reference needs at least 100 faces, got {len(e)}")
+        m = e.mean(axis=0)
+        direction = m / np.linalg.norm(m)
+        q = np.maximum.accumulate(np.percentile(1.0 - e @ direction, PERCENTILE_LEVELS))
+        return cls([float(v) for v in direction], [float(v) for v in q])
+
+    def of(self, dense) -> np.ndarray:
+        """Distinctiveness of unit embeddings ``(N, D)`` (rows of NaN stay NaN)."""
+        e = np.asarray(dense, np.float64)
+        if e.ndim != 2 or e.shape[1] != len(self._d):
+            raise ValueError(f"distinctiveness: embeddings of size {len(self._d)} expected, got shape {e.shape}")
+        return 1.0 - e @ self._d
+
+    def percentile(self, dense) -> np.ndarray:
+        """Share (0–100) of the reference faces less distinctive than each embedding (higher = farther
+        from the average face)."""
+        return reference_percentile(self.of(dense), self._q)
+
+    def to_dict(self) -> dict:
+        return dict(direction=[float(v) for v in self.direction], quantiles=[float(v) for v in self.quantiles])
+
+
+@dataclass
 class Calibration:
     """A calibration table (see the module docstring). ``quantiles[i]`` is the reference quality at
     percentile ``i`` (i = 0..100); ``bands`` are sorted by quality."""
@@ -119,9 +171,12 @@ class Calibration:
     fmr: float = FMR
     made: dict = field(default_factory=dict)
     schema: int = SCHEMA
+    distinctiveness: Distinctiveness | None = None  # when set, ``combined`` averages its percentile in
 
     def __post_init__(self):
         self.bands = [b if isinstance(b, Band) else Band(**b) for b in self.bands]
+        if isinstance(self.distinctiveness, dict):
+            self.distinctiveness = Distinctiveness(**self.distinctiveness)
         q = np.asarray(self.quantiles, np.float64)
         if q.shape != PERCENTILE_LEVELS.shape or np.any(np.diff(q) < 0) or not np.all(np.isfinite(q)):
             raise ValueError("calibration table: 'quantiles' must be 101 non-decreasing finite qualities "
@@ -212,13 +267,16 @@ class Calibration:
     def summary(self) -> dict:
         """What a run record or a CSV sidecar keeps of the table it used."""
         return dict(backbone=self.backbone, prune=self.prune, weights_sha256=self.weights_sha256, fmr=self.fmr,
-                    bands=len(self.bands), made=self.made)
+                    bands=len(self.bands), distinctiveness=self.distinctiveness is not None, made=self.made)
 
     # ---- files ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dict(schema=self.schema, backbone=self.backbone, prune=self.prune,
-                    weights_sha256=self.weights_sha256, fmr=self.fmr, made=self.made,
-                    quantiles=[float(v) for v in self.quantiles], bands=[asdict(b) for b in self.bands])
+        d = dict(schema=self.schema, backbone=self.backbone, prune=self.prune,
+                 weights_sha256=self.weights_sha256, fmr=self.fmr, made=self.made,
+                 quantiles=[float(v) for v in self.quantiles], bands=[asdict(b) for b in self.bands])
+        if self.distinctiveness is not None:
+            d["distinctiveness"] = self.distinctiveness.to_dict()
+        return d
 
     def save(self, path) -> Path:
         return write_json(path, self.to_dict())
@@ -227,7 +285,8 @@ class Calibration:
     def from_dict(cls, d: dict) -> "Calibration":
         if d.get("schema") != SCHEMA:
             raise ValueError(f"calibration table schema {d.get('schema')!r}; this version reads schema {SCHEMA}")
-        keys = ("backbone", "prune", "weights_sha256", "quantiles", "bands", "fmr", "made", "schema")
+        keys = ("backbone", "prune", "weights_sha256", "quantiles", "bands", "fmr", "made", "schema",
+                "distinctiveness")
         missing = [k for k in keys[:5] if k not in d]
         if missing:
             raise ValueError(f"calibration table lacks {', '.join(missing)}")
@@ -444,8 +503,9 @@ def _top_impostors(emb: np.ndarray, codes: np.ndarray, cut: float, block: int = 
 
 def fit(ref: Reference, backbone: str, prune, weights_sha256: str, made: dict | None = None,
         n_bands: int = 16, min_errors: int = 10, min_pairs: int = 200, reps: int = 1000,
-        seed: int = 0) -> Calibration:
-    """A calibration table from reference faces.
+        seed: int = 0, distinctiveness: bool = False) -> Calibration:
+    """A calibration table from reference faces (with a :class:`Distinctiveness` reference of the
+    same faces when ``distinctiveness``).
 
     Percentiles: the 0..100 % quantiles of the reference faces' qualities. Expected FNMR: genuine
     pairs binned by pair quality (:func:`make_bands`), each band's FNMR at the reference threshold,
@@ -494,7 +554,8 @@ def fit(ref: Reference, backbone: str, prune, weights_sha256: str, made: dict | 
                 smoothing="pool adjacent violators, weighted by pairs, non-increasing in quality",
                 interval=INTERVAL_METHOD, bootstrap_replicates=int(reps), bootstrap_seed=int(seed))
     return Calibration(backbone=backbone, prune=normalise_spec(prune), weights_sha256=weights_sha256,
-                       quantiles=[float(v) for v in quantiles], bands=bands, fmr=float(ref.fmr), made=info)
+                       quantiles=[float(v) for v in quantiles], bands=bands, fmr=float(ref.fmr), made=info,
+                       distinctiveness=Distinctiveness.fit(ref.emb) if distinctiveness else None)
 
 
 def _fill_rows(a: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .backbones import NAMES
-from .defaults import DEFAULT_BACKBONE, FAST_BACKBONE
+from .defaults import COMBINED_DISTINCTIVENESS, DEFAULT_BACKBONE, FAST_BACKBONE
 
 CSV_COLUMNS = ["path", "face", "x0", "y0", "x1", "y1", "det_score", "drift", "quality", "error"]
 # added only when a calibration table applies (prefiqs_core.calibration); last, so that readers by
@@ -17,6 +17,8 @@ CALIBRATION_COLUMNS = ["percentile", "expected_fnmr"]
 # with a calibration table, in detect mode: the quality's and the detector score's reference
 # percentiles averaged (prefiqs_core.combined)
 COMBINED_COLUMNS = ["combined"]
+# after it, where the calibration table averages distinctiveness into combined (dlib's): its percentile
+DISTINCTIVENESS_COLUMNS = ["distinctiveness"]
 
 
 def _add_model_args(p: argparse.ArgumentParser):
@@ -117,7 +119,7 @@ def cmd_score(args) -> int:
           f"calibration: {cal.made.get('source', 'table')} ({cal.backbone}, {cal.prune}) -> columns percentile, "
           "expected_fnmr", file=sys.stderr)
     mode = "aligned" if args.aligned else "detect"
-    from .combined import DETECTOR, resolve_detector_reference
+    from .combined import DETECTOR, describe, resolve_detector_reference
 
     try:  # the pipeline's own detector (DlibDetector, upsample 1) finds the faces in detect mode
         det_ref, why_no_combined = resolve_detector_reference(
@@ -126,9 +128,10 @@ def cmd_score(args) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: --detector-reference: {e}", file=sys.stderr)
         return 1
+    distinct = det_ref is not None and cal.distinctiveness is not None
     if det_ref is not None:
-        print(f"combined: quality and detector-score percentiles averaged (reference: "
-              f"{args.detector_reference or 'shipped'}) -> column combined", file=sys.stderr)
+        print(f"combined: {describe(cal)} (detector reference: {args.detector_reference or 'shipped'}) -> "
+              f"column combined" + (", and distinctiveness" if distinct else ""), file=sys.stderr)
     dataset = ChipDataset(paths, scorer.backbone.preprocess, mode)
     images = tqdm(iter_images(dataset, args.workers, args.batch_size, args.device), total=len(paths), unit="img",
                   disable=args.quiet, file=sys.stderr)
@@ -137,8 +140,9 @@ def cmd_score(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(CSV_COLUMNS + (CALIBRATION_COLUMNS if cal else []) + (COMBINED_COLUMNS if det_ref else []))
-        for row in score_images(scorer, images, args.batch_size):
+        w.writerow(CSV_COLUMNS + (CALIBRATION_COLUMNS if cal else []) + (COMBINED_COLUMNS if det_ref else [])
+                   + (DISTINCTIVENESS_COLUMNS if distinct else []))
+        for row in score_images(scorer, images, args.batch_size, keep_embeddings=distinct):
             box = row.box or ("", "", "", "")
             if row.error:
                 n_err += 1
@@ -150,7 +154,7 @@ def cmd_score(args) -> int:
                         "" if row.drift is None else f"{row.drift:.6f}",
                         "" if row.quality is None else f"{row.quality:.6f}", row.error or "",
                         *(_calibrated(cal, row.quality) if cal else []),
-                        *([_combined(cal, det_ref, row)] if det_ref else [])])
+                        *(_combined(cal, det_ref, row) if det_ref else [])])
     sidecar = out.with_name(out.name + ".json")
     record = dict(calibration=cal.summary() | dict(file=str(args.calibration or "shipped")) if cal else None,
                   detector_reference=det_ref.summary() | dict(file=str(args.detector_reference or "shipped"))
@@ -180,12 +184,18 @@ def _calibrated(cal, quality) -> list[str]:
     return [f"{float(cal.percentile(quality)):.2f}", f"{float(cal.expected_fnmr(quality)):.5f}"]
 
 
-def _combined(cal, det_ref, row) -> str:
-    from .combined import combined
+def _combined(cal, det_ref, row) -> list[str]:
+    """The combined cell, and the distinctiveness cell where the table has that reference."""
+    from .combined import combined_values
 
-    if row.quality is None or row.det_score is None:
-        return ""
-    return f"{float(combined(cal.percentile(row.quality), det_ref.percentile(row.det_score))):.2f}"
+    distinct = cal.distinctiveness is not None
+    if row.quality is None:
+        return ["", ""] if distinct else [""]
+    dense = row.dense[None] if distinct else None
+    pct = [f"{float(cal.distinctiveness.percentile(dense)[0]):.2f}"] if distinct else []
+    if row.det_score is None:
+        return [""] + pct
+    return [f"{float(combined_values(cal, det_ref, [row.quality], [row.det_score], dense)[0]):.2f}"] + pct
 
 
 # ---- commands that measure on an identity folder (calibrate, detector-reference) --------------
@@ -291,8 +301,10 @@ def cmd_calibrate(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     made = _provenance(args, folder)
+    distinct = args.distinctiveness == "yes" or (args.distinctiveness == "auto" and
+                                                 bb.name in COMBINED_DISTINCTIVENESS)
     cal = fit(ref, bb.name, scorer.spec_string, bb.source_sha256, made, n_bands=args.bands,
-              min_errors=args.min_errors, reps=args.reps)
+              min_errors=args.min_errors, reps=args.reps, distinctiveness=distinct)
     cal.save(args.out)
     m = cal.made
     print(f"{m['faces']} faces of {m['people']} people, {m['genuine_pairs']} genuine / {m['impostor_pairs']} "
@@ -301,7 +313,8 @@ def cmd_calibrate(args) -> int:
     for b in cal.bands:
         print(f"  pair quality [{b.lo:.4f}, {b.hi:.4f}): {b.pairs:6d} pairs, FNMR {b.fnmr_raw:.4f} -> "
               f"expected {b.fnmr:.4f} [{b.fnmr_lo:.4f}, {b.fnmr_hi:.4f}]", file=sys.stderr)
-    print(f"wrote {args.out}: {len(cal.bands)} bands", file=sys.stderr)
+    print(f"wrote {args.out}: {len(cal.bands)} bands" + (", and the distinctiveness reference" if distinct else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -352,6 +365,9 @@ def main(argv=None) -> int:
     c.add_argument("--bands", type=int, default=16, help="quality bands before merging")
     c.add_argument("--min-errors", type=int, default=10, help="false non-matches a band must hold")
     c.add_argument("--reps", type=int, default=1000, help="people-level bootstrap replicates")
+    c.add_argument("--distinctiveness", choices=("auto", "yes", "no"), default="auto",
+                   help="also store the reference faces' distinctiveness, which combined then averages in "
+                        "(auto: where the project measured that it helps, dlib_resnet29)")
     _add_model_args(c)
     r = sub.add_parser("detector-reference", help="measure the face detector's score percentiles on an identity "
                        "folder (for the combined column)")

@@ -13,6 +13,13 @@ the first from the backbone's calibration table (:mod:`prefiqs_core.calibration`
 percentiles. Higher is better. A face with no detector score (an aligned chip, a face from another
 detector) has no combined value: another detector's scores are on another scale.
 
+Where the calibration table carries a distinctiveness reference (dlib's does), a third percentile is
+averaged in: how far the face's dense embedding sits from the average reference face's direction
+(:class:`prefiqs_core.calibration.Distinctiveness`). On dlib's network the faces nearest that
+direction fail more often, and the three together rank LFW-dev faces better than any two (README,
+"How far a face's embedding sits from the average face's"); on SFace the relation is reversed, so
+its table has none.
+
 The shipped reference (``calibrations/detector_dlib_hog.json``) is the project's measurement on
 the LFW development people of half A (a list of 101 numbers, no LFW data);
 ``python -m prefiqs_core detector-reference FOLDER`` makes one for any identity folder.
@@ -121,6 +128,29 @@ def resolve_detector_reference(path=None, *, calibrated: bool, detector: str | N
     return None, why
 
 
-def combined(quality_percentile, detector_percentile):
-    """The combined percentile (0–100, higher is better): the mean of the two; NaN where either is."""
-    return (np.asarray(quality_percentile, np.float64) + np.asarray(detector_percentile, np.float64)) / 2
+def combined(quality_percentile, detector_percentile, distinctiveness_percentile=None):
+    """The combined percentile (0–100, higher is better): the mean of the two (three with a
+    distinctiveness percentile); NaN where any is."""
+    parts = [quality_percentile, detector_percentile]
+    if distinctiveness_percentile is not None:
+        parts.append(distinctiveness_percentile)
+    return sum(np.asarray(p, np.float64) for p in parts) / len(parts)
+
+
+def combined_values(cal, ref: DetectorReference, quality, det_scores, dense=None) -> np.ndarray:
+    """``combined`` of faces from their qualities, detector scores (NaN: none) and, when the table
+    ``cal`` has a distinctiveness reference, their unit dense embeddings ``(N, D)`` (needed then)."""
+    q = cal.percentile(np.asarray(quality, np.float64))
+    d = ref.percentile(np.asarray(det_scores, np.float64))
+    if cal.distinctiveness is None:
+        return combined(q, d)
+    if dense is None:
+        raise ValueError("this calibration table averages in distinctiveness: the dense embeddings are needed")
+    return combined(q, d, cal.distinctiveness.percentile(dense))
+
+
+def describe(cal) -> str:
+    """What ``combined`` averages for a run with this calibration table (for messages and records)."""
+    parts = "quality, detector-score and distinctiveness" if cal.distinctiveness is not None else \
+        "quality and detector-score"
+    return f"{parts} percentiles averaged"

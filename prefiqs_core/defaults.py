@@ -20,6 +20,13 @@ DEFAULTS = {
 }
 FALLBACK = [PruneSpec("global_l1", 0.3)]
 
+# Backbones whose calibration table (``calibrate --distinctiveness auto``) stores a distinctiveness
+# reference, which ``combined`` then averages in. dlib: PreFIQs + detector score + distinctiveness,
+# LFW-dev half A nAUC20 0.736 (quality + detector alone 0.744), held-out half B 0.761 (0.807), every
+# one of 40 split halves <= 0.80. SFace: distinctiveness ranks faces worse than random there (A 1.10),
+# and with it the combination is worse than without (A 0.91 against 0.47).
+COMBINED_DISTINCTIVENESS = frozenset({"dlib_resnet29"})
+
 
 def default_pruning(backbone_name: str) -> list[PruneSpec]:
     return list(DEFAULTS.get(backbone_name, FALLBACK))

@@ -18,7 +18,7 @@ from prefiqs_core import assets
 from prefiqs_core.calibration import (Calibration, CalibrationMismatch, Reference, check, make_bands,
                                       pav_decreasing, resolve, shipped, shipped_path, wilson)
 from prefiqs_core.cli import CALIBRATION_COLUMNS, CSV_COLUMNS, main
-from prefiqs_core.defaults import DEFAULT_BACKBONE, DEFAULTS, default_pruning
+from prefiqs_core.defaults import COMBINED_DISTINCTIVENESS, DEFAULT_BACKBONE, DEFAULTS, default_pruning
 from prefiqs_core.pruning import format_prune
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +54,15 @@ def test_shipped_table_is_for_the_current_default_spec(backbone):
 
 
 @pytest.mark.parametrize("backbone", SHIPPED)
+def test_shipped_table_has_a_distinctiveness_reference_where_combined_uses_one(backbone):
+    # fails when COMBINED_DISTINCTIVENESS changes without `make calibration`
+    cal = Calibration.load(shipped_path(backbone))
+    assert (cal.distinctiveness is not None) == (backbone in COMBINED_DISTINCTIVENESS)
+    if cal.distinctiveness is not None:
+        assert len(cal.distinctiveness.direction) == 128  # dlib's embedding
+
+
+@pytest.mark.parametrize("backbone", SHIPPED)
 def test_shipped_table_is_for_the_installed_weights(backbone):
     from prefiqs_core.backbones import load_backbone
 
@@ -78,6 +87,70 @@ def test_round_trip(table, tmp_path):
     q = np.linspace(0.5, 1.0, 301)
     assert np.array_equal(back.percentile(q), table.percentile(q))
     assert np.array_equal(back.expected_fnmr(q), table.expected_fnmr(q))
+
+
+def _cone(n, dim=16, spread=0.3, seed=0):
+    """Unit embeddings scattered around one direction (as dlib's crowd into a cone)."""
+    rng = np.random.default_rng(seed)
+    axis = np.zeros(dim)
+    axis[0] = 1.0
+    e = axis + spread * rng.normal(size=(n, dim))
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def test_distinctiveness_reference_ranks_faces_by_their_angle_from_the_mean_direction(tmp_path):
+    from prefiqs_core.calibration import Distinctiveness
+
+    ref = _cone(2000)
+    dist = Distinctiveness.fit(ref)
+    assert np.asarray(dist.direction) @ np.eye(16)[0] > 0.99  # the cone's axis
+    own = dist.percentile(ref)  # the reference faces themselves: spread evenly over 0..100
+    assert abs(np.mean(own) - 50) < 1.5 and abs(np.mean(own < 10) - 0.10) < 0.02
+    np.testing.assert_allclose(dist.of(ref), 1 - ref @ np.asarray(dist.direction))
+    along, across = np.eye(16)[0], np.eye(16)[1]
+    assert dist.percentile(along[None])[0] == 0 and dist.percentile(across[None])[0] == 100
+    # monotone in the angle from the axis
+    angles = np.linspace(0, np.pi / 2, 50)
+    faces = np.outer(np.cos(angles), along) + np.outer(np.sin(angles), across)
+    assert np.all(np.diff(dist.percentile(faces)) >= 0)
+    # a NaN row (a face with no embedding) stays NaN; another embedding size is refused
+    assert np.isnan(dist.percentile(np.full((1, 16), np.nan)))[0]
+    with pytest.raises(ValueError, match="embeddings of size 16"):
+        dist.percentile(np.ones((2, 8)))
+    with pytest.raises(ValueError, match="unit vector"):
+        Distinctiveness([1.0, 1.0], dist.quantiles)
+    with pytest.raises(ValueError, match="101 non-decreasing"):
+        Distinctiveness(dist.direction, dist.quantiles[::-1])
+    with pytest.raises(ValueError, match="at least 100 faces"):
+        Distinctiveness.fit(ref[:50])
+
+
+def test_a_table_carries_its_distinctiveness_reference_through_its_file(table, tmp_path):
+    from prefiqs_core.calibration import Distinctiveness
+    from prefiqs_core.combined import combined, combined_values, shipped_detector_reference
+
+    plain = Calibration.from_dict({k: v for k, v in table.to_dict().items() if k != "distinctiveness"})
+    assert plain.distinctiveness is None and "distinctiveness" not in plain.to_dict()
+    assert plain.summary()["distinctiveness"] is False
+    with_d = Calibration.from_dict(plain.to_dict() | {"distinctiveness": Distinctiveness.fit(_cone(500)).to_dict()})
+    back = Calibration.load(with_d.save(tmp_path / "t.json"))
+    assert back.to_dict() == with_d.to_dict() and back.summary()["distinctiveness"] is True
+    bad = with_d.to_dict()
+    bad["distinctiveness"]["quantiles"] = bad["distinctiveness"]["quantiles"][:5]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="bad.json: distinctiveness: 'quantiles'"):
+        Calibration.load(tmp_path / "bad.json")
+    # combined: two percentiles without the reference, three with it (and then it needs the embeddings)
+    ref = shipped_detector_reference()
+    q, det, dense = np.array([0.88, 0.9, 0.92]), np.array([0.5, 1.5, np.nan]), _cone(3, seed=1)
+    two = combined_values(plain, ref, q, det)
+    np.testing.assert_allclose(two[:2], combined(plain.percentile(q), ref.percentile(det))[:2])
+    three = combined_values(back, ref, q, det, dense)
+    want = (back.percentile(q) + ref.percentile(det) + back.distinctiveness.percentile(dense)) / 3
+    np.testing.assert_allclose(three[:2], want[:2])
+    assert np.isnan(two[2]) and np.isnan(three[2])  # no detector score, no combined value
+    with pytest.raises(ValueError, match="dense embeddings are needed"):
+        combined_values(back, ref, q, det)
 
 
 def test_conversions_are_monotone_vectorised_and_bounded(table):
@@ -298,6 +371,10 @@ def test_shipped_dlib_table_is_what_its_command_makes_and_holds_on_half_b(tmp_pa
         # own threshold across one pair, so an end may shift by up to one failure in the band, no more
         for k in ("fnmr_lo", "fnmr_hi", "pred_lo", "pred_hi"):
             assert abs(a.__dict__[k] - b.__dict__[k]) <= 1.0 / b.pairs, (k, a, b)
+    # the distinctiveness reference (dlib's table has one): the same direction and percentiles
+    assert again.distinctiveness is not None and ship.distinctiveness is not None
+    assert np.asarray(again.distinctiveness.direction) @ np.asarray(ship.distinctiveness.direction) > 1 - 1e-9
+    assert again.distinctiveness.quantiles == pytest.approx(ship.distinctiveness.quantiles, rel=1e-5, abs=1e-7)
     # held-out half: B's measured FNMR per band against A's stated interval
     from prefiqs_core.backbones import load_backbone
     from prefiqs_core.calibration import reference_scores
@@ -311,4 +388,7 @@ def test_shipped_dlib_table_is_what_its_command_makes_and_holds_on_half_b(tmp_pa
     assert res["n_bands"] == len(ship.bands)
     assert res["coverage"] >= 0.8, f"only {res['covered']}/{res['n_bands']} bands of half B inside A's interval"
     assert res["percentile_max_gap"] < 5
+    # and B's faces spread over A's distinctiveness percentiles as A's own do (no drift between halves)
+    from prefiqs_core.calibration import uniform_gap
+    assert uniform_gap(ship.distinctiveness.percentile(dense[b])) < 5
     shutil.rmtree(tmp_path, ignore_errors=True)

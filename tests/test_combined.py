@@ -12,7 +12,7 @@ import pytest
 
 from prefiqs_core import assets
 from prefiqs_core.calibration import shipped
-from prefiqs_core.cli import CALIBRATION_COLUMNS, COMBINED_COLUMNS, CSV_COLUMNS, main
+from prefiqs_core.cli import CALIBRATION_COLUMNS, COMBINED_COLUMNS, CSV_COLUMNS, DISTINCTIVENESS_COLUMNS, main
 from prefiqs_core.combined import (DetectorReference, combined, fit_detector_reference,
                                    resolve_detector_reference, shipped_detector_reference)
 
@@ -22,6 +22,19 @@ LFW = ROOT.parent / "shared" / "data" / "lfw_dev"
 
 def _ref(values=None):
     return DetectorReference(np.arange(101, dtype=float).tolist() if values is None else values)
+
+
+def _dense_of_faces(folder, backbone):
+    """Unit dense embeddings of every face ``score`` finds in ``folder``, in the CSV's order."""
+    from prefiqs_core.backbones import load_backbone
+    from prefiqs_core.pipeline import ChipDataset, expand_paths, iter_images, score_images
+    from prefiqs_core.scoring import PreFIQs
+
+    scorer = PreFIQs(load_backbone(backbone))
+    paths, _ = expand_paths([str(folder)])  # the files, in the order the command reads them
+    rows = score_images(scorer, iter_images(ChipDataset(paths, scorer.backbone.preprocess, "detect"), 0),
+                        keep_embeddings=True)
+    return np.stack([r.dense for r in rows if r.error is None])
 
 
 def test_percentile_is_the_share_of_reference_scores_below():
@@ -114,12 +127,17 @@ def test_score_writes_the_combined_column_in_detect_mode(tmp_path, capsys):
                  "--quiet"]) == 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == CSV_COLUMNS + CALIBRATION_COLUMNS + COMBINED_COLUMNS and len(rows) == 8
+    assert list(rows[0]) == CSV_COLUMNS + CALIBRATION_COLUMNS + COMBINED_COLUMNS + DISTINCTIVENESS_COLUMNS
+    assert len(rows) == 8
     cal, ref = shipped("dlib_resnet29"), shipped_detector_reference()
-    for r in rows:
-        want = (cal.percentile(float(r["quality"])) + ref.percentile(float(r["det_score"]))) / 2
+    # dlib's table averages distinctiveness in: its percentile, from each face's dense embedding
+    want_distinct = cal.distinctiveness.percentile(_dense_of_faces(d, "dlib_resnet29"))
+    for r, distinct in zip(rows, want_distinct):
+        assert float(r["distinctiveness"]) == pytest.approx(float(distinct), abs=0.01)
+        want = (cal.percentile(float(r["quality"])) + ref.percentile(float(r["det_score"])) + distinct) / 3
         assert float(r["combined"]) == pytest.approx(float(want), abs=0.02)
         assert abs(float(r["percentile"]) - cal.percentile(float(r["quality"]))) < 0.01
+    assert len({round(float(r["distinctiveness"])) for r in rows}) > 4  # it tells the faces apart
     # the faces do not all agree: the combined order is not the quality's order
     comb = [float(r["combined"]) for r in rows]
     assert len(set(comb)) == 8
@@ -138,14 +156,15 @@ def test_score_takes_a_named_detector_reference(tmp_path, capsys):
     out = tmp_path / "s.csv"
     args = ["score", str(d), "--backbone", "dlib_resnet29", "--workers", "0", "--quiet"]
     assert main(args + ["--out", str(out), "--detector-reference", str(mine)]) == 0
-    assert f"(reference: {mine})" in capsys.readouterr().err
+    assert f"(detector reference: {mine})" in capsys.readouterr().err
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     cal, ref, shipped_ref = shipped("dlib_resnet29"), DetectorReference.load(mine), shipped_detector_reference()
     assert len(rows) == 7
     for r in rows:
-        q, s = float(r["quality"]), float(r["det_score"])
-        assert float(r["combined"]) == pytest.approx((cal.percentile(q) + ref.percentile(s)) / 2, abs=0.02)
+        q, s, distinct = float(r["quality"]), float(r["det_score"]), float(r["distinctiveness"])
+        assert float(r["combined"]) == pytest.approx((cal.percentile(q) + ref.percentile(s) + distinct) / 3,
+                                                     abs=0.02)
     assert any(abs(ref.percentile(float(r["det_score"])) - shipped_ref.percentile(float(r["det_score"]))) > 5
                for r in rows)
     side = json.loads((tmp_path / "s.csv.json").read_text())

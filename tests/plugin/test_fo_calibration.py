@@ -146,6 +146,38 @@ def test_sample_level_combined_uses_the_best_face(scored, det_ref):
                                [(pct[i] + float(ref.percentile(best[i]))) / 2 for i in have])
 
 
+def test_dlib_runs_average_distinctiveness_into_combined_and_store_its_percentile(fo, make_dataset, photos,
+                                                                                   det_ref, api):
+    from prefiqs_core.calibration import shipped
+
+    cal, ref = shipped("dlib_resnet29"), det_ref
+    assert cal.distinctiveness is not None
+    ds = make_dataset(photos[:3])
+    compute = foo.get_operator(P + "compute_prefiqs")
+    compute(ds, run_key="d", patches_field="faces", detect=True, backbone="dlib_resnet29")
+    compute(ds, run_key="dw", detect=True, backbone="dlib_resnet29", store_embeddings=False)
+    q, conf, comb, distinct, dense = (ds.values(f"faces.detections.{k}", unwind=True) for k in (
+        "d_quality", "confidence", "d_combined", "d_distinctiveness", "d_dense"))
+    assert len(q) >= 5 and None not in comb and None not in distinct
+    want_distinct = cal.distinctiveness.percentile(np.stack(dense))
+    np.testing.assert_allclose(distinct, want_distinct, atol=1e-6)
+    np.testing.assert_allclose(comb, (cal.percentile(q) + ref.percentile(conf) + want_distinct) / 3, atol=1e-6)
+    assert np.ptp(distinct) > 10  # the faces' embeddings are not all equally far from the average face
+    cfg = api.runs.load_config(ds, "d")
+    assert cfg["calibration"]["distinctiveness"] == cal.distinctiveness.to_dict()
+    assert {"faces.detections.d_combined", "faces.detections.d_distinctiveness"} <= set(cfg["fields"])
+    # sample level: the best face of each image, its embedding not stored
+    pct, comb, distinct = ds.values(["dw_percentile", "dw_combined", "dw_distinctiveness"])
+    best = [max(c) for c in ds.values("faces.detections.confidence")]
+    assert None not in comb and None not in distinct
+    np.testing.assert_allclose(comb, (np.array(pct) + ref.percentile(best) + np.array(distinct)) / 3, atol=1e-6)
+    assert "dw_distinctiveness" in api.runs.load_config(ds, "dw")["fields"]
+    # SFace's table has no such reference: its runs write no distinctiveness field
+    compute(ds, run_key="s", patches_field="faces", store_embeddings=False)
+    assert ds.values("faces.detections.s_combined", unwind=True)
+    assert not ds.has_field("faces.detections.s_distinctiveness")
+
+
 def test_faces_from_elsewhere_get_no_combined_value_and_the_reason(scored, api):
     assert scored.values("mine.detections.theirs_quality", unwind=True)
     assert scored.values("mine.detections.theirs_percentile", unwind=True)
