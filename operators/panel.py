@@ -390,7 +390,8 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
                     run_lo=run_lo, run_hi=run_hi, errors=scope.count_errors(),
                     backbone=cfg.get("backbone"), sparsity=(cfg.get("sparsity") or [None])[0],
                     custom_view=bool(ctx.has_custom_view), rank_by=scope.value,
-                    has_combined=runs.has_combined(ctx.dataset, key))
+                    has_combined=runs.has_combined(ctx.dataset, key),
+                    combined_parts=runs.combined_parts(ctx.dataset, key))
         if combined:  # percentiles and expected FNMR convert the quality, not the combined value
             calibrated, cal = dict(calib=None, below_cal=None, calib_error=None, threshold_mode="quality"), None
         else:  # before the patch below: it reads how the previous threshold was given

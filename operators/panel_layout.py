@@ -108,7 +108,7 @@ def build(p, ctx):
     if info.get("has_combined"):
         rank = types.DropdownView()
         rank.add_choice("quality", label="quality (PreFIQs)")
-        rank.add_choice("combined", label="combined: PreFIQs and the detector's score (0-100)")
+        rank.add_choice("combined", label=f"combined: {info.get('combined_parts')} (0-100)")
         panel.enum("rank_by", ["quality", "combined"], label="Rank faces by", view=rank, on_change=p.on_change_rank_by)
     if info.get("errors"):
         errors = panel.h_stack("errors", gap=1, align_x="left", align_y="center")
@@ -117,7 +117,7 @@ def build(p, ctx):
         errors.btn("show_errors", label="Show them", icon="error_outline", variant="outlined", on_click=p.show_errors)
 
     hist_layout = panel_plots.histogram_layout(threshold, unit, info.get("lo"), info.get("hi"),
-                                               "combined" if combined else "quality")
+                                               "combined" if combined else "quality", info.get("combined_parts"))
     hist_layout = panel_calibration.histogram_layout(hist_layout, state.calib)  # percentile and FNMR axes
     panel.plot("histogram", layout=hist_layout, data=plots.get("histogram") or [],
                on_click=p.on_histogram_click, config=dict(displayModeBar=False))
@@ -133,11 +133,13 @@ def build(p, ctx):
     panel.float("threshold_typed", label="Type a threshold", min=0.0, max=100.0 if combined else 1.0,
                 description="the slider's value, or type one (Enter or leave the box)", on_change=p.on_type_threshold)
     if combined:
-        panel.md("_Ranked by the combined value: the mean of the quality's and the detector score's reference "
-                 "percentiles, and on dlib's network the distinctiveness percentile (how far the face's "
-                 "embedding is from the average face's; `K_distinctiveness`) (0-100, higher is better). "
-                 "Percentile and expected-FNMR thresholds convert the "
-                 "quality, so they are offered when ranking by quality._", name="combined_note")
+        distinct = "distinctiveness" in (info.get("combined_parts") or "")
+        parts = ("the quality's, the detector score's and the distinctiveness's reference percentiles (how far "
+                 f"the face's embedding is from the average face's: `{state.run_key}_distinctiveness`)" if distinct
+                 else "the quality's and the detector score's reference percentiles")
+        panel.md(f"_Ranked by the combined value: the mean of {parts} (0-100, higher is better). Percentile and "
+                 "expected-FNMR thresholds convert the quality, so they are offered when ranking by quality._",
+                 name="combined_note")
     else:
         panel_calibration.controls(p, panel, state)  # threshold as percentile / expected FNMR, or why not
     reading = None if combined else panel_calibration.shown_reading(state, threshold)

@@ -408,7 +408,7 @@ class TagLowQuality(foo.Operator):
         if runs.has_combined(ctx.dataset, key):
             choice = types.Dropdown(label="Rank faces by")
             choice.add_choice("quality", label="quality (PreFIQs)")
-            choice.add_choice("combined", label="combined: PreFIQs and the detector's score (0-100)")
+            choice.add_choice("combined", label=f"combined: {runs.combined_parts(ctx.dataset, key)} (0-100)")
             inputs.enum("by", choice.values(), default="quality", view=choice, label="Rank faces by")
             by = ctx.params.get("by") or "quality"
         if by == "combined":

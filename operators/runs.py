@@ -160,6 +160,13 @@ def has_combined(samples, run_key: str) -> bool:
     return fields_of(samples, run_key).combined in (load_config(samples, run_key).get("fields") or [])
 
 
+def combined_parts(samples, run_key: str) -> str:
+    """What the run's ``K_combined`` averages, for labels: with distinctiveness where it wrote that."""
+    if fields_of(samples, run_key).distinctiveness in (load_config(samples, run_key).get("fields") or []):
+        return "PreFIQs, the detector's score and distinctiveness"
+    return "PreFIQs and the detector's score"
+
+
 def record_run(samples, run_key: str, config: dict, overwrite: bool = False):
     cfg = samples.init_run(method=RUN_METHOD, plugin_version=__version__, **config)
     samples.register_run(run_key, cfg, overwrite=overwrite)

@@ -405,6 +405,28 @@ def test_rank_by_combined_moves_histogram_threshold_count_views_and_tagging(scor
                                               abs=1e-4)
 
 
+def test_a_dlib_run_says_its_combined_value_averages_distinctiveness_too(scored):
+    ds = scored
+    foo.get_operator(P + "compute_prefiqs")(ds, run_key="dl", patches_field="faces", backbone="dlib_resnet29",
+                                            store_embeddings=False)
+    try:
+        first, state = _loaded(ds, run_key="dl")
+        assert state["info"]["combined_parts"] == "PreFIQs, the detector's score and distinctiveness"
+        assert "combined: PreFIQs, the detector's score and distinctiveness (0-100)" in str(first.props()["rank_by"])
+        ranked = call(ds, "on_change_rank_by", state=state, value="combined")
+        note = str(ranked.props()["combined_note"])
+        assert "distinctiveness's reference percentiles" in note and "dl_distinctiveness" in note
+        title = ranked.props()["histogram"]["view"]["layout"]["title"]["text"]
+        assert title.startswith("Combined: PreFIQs, the detector's score and distinctiveness, 0-100")
+        # the default (SFace) run's combined value has two parts, and says so
+        _, sf = _loaded(ds)
+        assert sf["info"]["combined_parts"] == "PreFIQs and the detector's score"
+        note = str(call(ds, "on_change_rank_by", state=sf, value="combined").props()["combined_note"])
+        assert "distinctiveness" not in note and "the detector score's reference percentiles" in note
+    finally:
+        foo.get_operator(P + "delete_prefiqs_run")(ds, run_key="dl")
+
+
 def test_rank_by_combined_on_a_sample_run_and_a_run_without_combined_values(scored, fo, photos):
     ds = scored
     first, state = _loaded(ds, run_key="whole", rank_by="combined")  # sample-level, detect mode: it has them
