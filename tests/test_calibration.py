@@ -319,7 +319,8 @@ def test_calibrate_command_on_real_identities(tmp_path):
         pytest.fail(f"ORL faces missing at {orl}: run `make assets`")
     out = tmp_path / "orl.json"
     cmd = [sys.executable, "-m", "prefiqs_core", "calibrate", "--identity-folder", str(orl), "--out", str(out),
-           "--cache", str(tmp_path / "cache"), "--reps", "200", "--min-errors", "5", "--quiet"]
+           "--cache", str(tmp_path / "cache"), "--reps", "200", "--min-errors", "5", "--quiet",
+           "--distinctiveness", "yes"]  # not SFace's shipped choice: asked for, it is stored
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cal = Calibration.load(out)
@@ -330,12 +331,21 @@ def test_calibrate_command_on_real_identities(tmp_path):
     assert sum(b.pairs for b in cal.bands) == 1800 and sum(b.errors for b in cal.bands) == m["false_non_matches"]
     assert all(b.errors >= 5 for b in cal.bands) or len(cal.bands) == 1
     assert all(b.fnmr_lo <= b.fnmr <= b.fnmr_hi for b in cal.bands)
-    assert f"wrote {out}" in proc.stderr
-    # and the CSV can use it: same backbone, weights and pruning as the default
+    assert f"wrote {out}" in proc.stderr and "and the distinctiveness reference" in proc.stderr
+    assert cal.distinctiveness is not None and len(cal.distinctiveness.direction) == 128  # SFace's embedding
+    # and the CSV can use it: same backbone, weights and pruning as the default; combined then
+    # averages the table's distinctiveness in, and the CSV shows it
     assert main(["score", str(orl / "s1"), "--out", str(tmp_path / "s.csv"), "--workers", "0", "--quiet",
                  "--calibration", str(out)]) == 0
     rows = [r for r in read_csv(tmp_path / "s.csv") if not r["error"]]
     assert rows and all(0 <= float(r["percentile"]) <= 100 for r in rows)
+    assert all(0 <= float(r["distinctiveness"]) <= 100 for r in rows)
+    from prefiqs_core.combined import shipped_detector_reference
+    ref = shipped_detector_reference()
+    assert sum(bool(r["det_score"]) for r in rows) >= 5
+    for r in (r for r in rows if r["det_score"]):
+        want = (float(r["percentile"]) + ref.percentile(float(r["det_score"])) + float(r["distinctiveness"])) / 3
+        assert float(r["combined"]) == pytest.approx(float(want), abs=0.02)
 
 
 # ---- LFW: the shipped table is reproducible and holds on the held-out half ---------------------
