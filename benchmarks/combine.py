@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from lfw import halves_bench, print_halves_table  # noqa: E402
+from lfw import halves_bench, print_halves_table, product_combined  # noqa: E402
 from whole_set import count_arg, print_spread, split_spread  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation.baselines import make_method  # noqa: E402
@@ -67,20 +67,6 @@ def combinations(drift: np.ndarray, other: np.ndarray, partner: str = "norm") ->
             f"{short} × quality": other * q,
         }
     return out
-
-
-def shipped_combined(backbone: str, drift: np.ndarray, det_scores: np.ndarray, dense: np.ndarray) -> np.ndarray:
-    """The product's ``combined`` column (``prefiqs_core.combined``): the quality's percentile in the
-    backbone's shipped calibration table and the detector score's in the shipped detector reference
-    (and the dense embedding's distinctiveness percentile where the table has that reference),
-    averaged; a face the detector missed (the fixed box) counts at detector percentile 0."""
-    from prefiqs_core.calibration import shipped
-    from prefiqs_core.combined import combined, shipped_detector_reference
-
-    cal = shipped(backbone)
-    det = np.nan_to_num(shipped_detector_reference().percentile(det_scores), nan=0.0)
-    distinct = cal.distinctiveness.percentile(dense) if cal.distinctiveness is not None else None
-    return combined(cal.percentile(quality_from_drift(drift)), det, distinct)
 
 
 def distinctiveness(dense: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -128,8 +114,9 @@ def main(argv=None):
           f"{PARTNERS[args.partner][0]}: {np.corrcoef(_rank(-drift), _rank(other))[0, 1]:.2f}")
     qualities = combinations(drift, other, args.partner)
     if args.partner == "detector":
-        qualities["combined (per face: the shipped references' percentiles)"] = shipped_combined(
-            bb.name, drift, bench.faces.detections["scores"], bench.dense)
+        comb = product_combined(bench, drift, specs)
+        if comb is not None:
+            qualities["combined (per face: the shipped references' percentiles)"] = comb[1]
     if args.partner == "distinctiveness":
         qualities |= with_detector(qualities["PreFIQs (the default)"], other,
                                    partner_values(bench, "detector"))

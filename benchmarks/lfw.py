@@ -312,14 +312,35 @@ def _tqdm(it, total=None, desc=None):
     return tqdm(it, total=total, desc=desc, mininterval=15, file=sys.stderr)
 
 
-def run(bench: LFWBench, settings: dict, baselines: dict, full: bool = True) -> list[dict]:
-    """Scores every setting (PreFIQs spec lists) and baseline; one dict per row."""
+def product_combined(bench: LFWBench, drift: np.ndarray, specs) -> tuple[str, np.ndarray] | None:
+    """``(label, values)``: the product's per-face ``combined`` value of every face
+    (``prefiqs_core.combined``, from the shipped calibration table and detector reference), or None
+    where the shipped table is not for this backbone, pruning and weights. A face the detector
+    missed (the fixed box) counts at the detector reference's percentile 0."""
+    from prefiqs_core.calibration import resolve
+    from prefiqs_core.combined import combined_values, shipped_detector_reference
+
+    cal, _ = resolve(bench.bb.name, format_prune(specs), bench.bb.source_sha256)
+    if cal is None:
+        return None
+    det = np.nan_to_num(np.asarray(bench.faces.detections["scores"], np.float64), nan=-np.inf)
+    values = combined_values(cal, shipped_detector_reference(), quality_from_drift(drift), det, bench.dense)
+    parts = "PreFIQs + detector score" + (" + distinctiveness" if cal.distinctiveness is not None else "")
+    return f"combined ({parts})", values
+
+
+def run(bench: LFWBench, settings: dict, baselines: dict, full: bool = True, combined: bool = False) -> list[dict]:
+    """Scores every setting (PreFIQs spec lists) and baseline; one dict per row. ``combined``: also the
+    product's ``combined`` value beside each setting that has shipped tables (the default's)."""
     rows = []
     drift_cache: dict = {}
     for label, specs in settings.items():
         t = time.time()
-        q = quality_from_drift(bench.mean_drift(specs, drift_cache))
-        rows.append(_row(bench, label, "prefiqs", q, bench.cost(specs), full, time.time() - t))
+        drift = bench.mean_drift(specs, drift_cache)
+        rows.append(_row(bench, label, "prefiqs", quality_from_drift(drift), bench.cost(specs), full, time.time() - t))
+        comb = product_combined(bench, drift, specs) if combined else None
+        if comb is not None:
+            rows.append(_row(bench, comb[0], "combined", comb[1], bench.cost(specs), full, time.time() - t))
     for name, m in baselines.items():
         t = time.time()
         rows.append(_row(bench, name, "baseline", bench.baseline(m), m.forwards_per_face, full, time.time() - t))
@@ -405,6 +426,8 @@ def main(argv=None):
     ap.add_argument("--max-people", type=int, help="only the first N people (a quick run)")
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
     ap.add_argument("--out", default="out/lfw")
+    ap.add_argument("--no-combined", action="store_true", help="leave out the product's combined value (shown "
+                    "beside a setting whose shipped calibration table applies)")
     args = ap.parse_args(argv)
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -424,7 +447,7 @@ def main(argv=None):
             raise SystemExit(f"error: {e}")
     names = [n for n in args.baselines.split(",") if n]
     baselines = available_methods(bb, names) if names else {}
-    rows = run(bench, settings, baselines)
+    rows = run(bench, settings, baselines, combined=not args.no_combined)
     md = table(rows, default)
     (out / f"lfw_{bb.name}.md").write_text(md + "\n")
     (out / f"lfw_{bb.name}.json").write_text(json.dumps(

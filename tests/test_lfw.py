@@ -111,12 +111,16 @@ def test_read_people_caps_each_person_with_a_seeded_sample(tmp_path):
 def test_lfw_benchmark_end_to_end_on_a_few_people(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lfw.py"), str(LFW), "--max-people", "40",
                         "--max-per-person", "4", "--reps", "50", "--out", str(tmp_path),
-                        "--prune", "global_l1@0.5+from:blocks.10", "--baselines", "random,sharpness,detector_score,jvp"],
+                        "--prune", "global_l1@0.5+from:blocks.10", "--prune", "global_l1@0.7+from:blocks.12",
+                        "--baselines", "random,sharpness,detector_score,jvp"],
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-3000:]
     table = (tmp_path / "lfw_dlib_resnet29.md").read_text()
-    for row in ("global_l1@0.5+from:blocks.10", "random", "sharpness", "detector_score", "jvp"):
+    for row in ("global_l1@0.5+from:blocks.10", "random", "sharpness", "detector_score", "jvp",
+                "combined (PreFIQs + detector score + distinctiveness)"):
         assert f"| {row} |" in table
+    # the product's combined value only beside the setting its shipped tables are for (the default)
+    assert table.count("| combined (") == 1
     assert "half A: 20 people" in p.stderr and "no detected face" in p.stderr
     assert (tmp_path / "lfw_edc_dlib_resnet29.png").stat().st_size > 10_000
 

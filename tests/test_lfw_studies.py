@@ -326,3 +326,30 @@ def test_resize_leaves_a_chip_of_the_asked_size_alone():
     assert small.shape == (2, 3, 104, 104)
     flat = torch.full((1, 3, 150, 150), 0.3)
     assert torch.allclose(resize(flat, 120), torch.full((1, 3, 120, 120), 0.3), atol=1e-6)
+
+
+def test_product_combined_is_the_shipped_tables_per_face_value_for_the_default_only():
+    from types import SimpleNamespace
+
+    from lfw import product_combined
+
+    from prefiqs_core.calibration import shipped
+    from prefiqs_core.combined import shipped_detector_reference
+    from prefiqs_core.defaults import default_pruning
+    from prefiqs_core.scoring import quality_from_drift
+
+    cal, ref = shipped("dlib_resnet29"), shipped_detector_reference()
+    rng = np.random.default_rng(0)
+    e = np.asarray(cal.distinctiveness.direction) + 0.3 * rng.normal(size=(6, 128))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    det = np.array([2.0, 1.0, np.nan, 0.5, 3.0, 1.5])  # the third face: missed by the detector
+    drift = rng.uniform(0.15, 0.25, 6)
+    bench = SimpleNamespace(bb=SimpleNamespace(name="dlib_resnet29", source_sha256=cal.weights_sha256),
+                            faces=SimpleNamespace(detections=dict(scores=det)), dense=e)
+    label, got = product_combined(bench, drift, default_pruning("dlib_resnet29"))
+    assert label == "combined (PreFIQs + detector score + distinctiveness)"
+    det_pct = np.where(np.isnan(det), 0.0, ref.percentile(np.nan_to_num(det)))
+    want = (cal.percentile(quality_from_drift(drift)) + det_pct + cal.distinctiveness.percentile(e)) / 3
+    np.testing.assert_allclose(got, want)
+    from prefiqs_core.pruning import parse_prune
+    assert product_combined(bench, drift, parse_prune("global_l1@0.5")) is None  # no shipped table for it
