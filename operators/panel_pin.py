@@ -79,18 +79,27 @@ def pin_info(dataset, scope, face_id: str, hover_field: str | None = None) -> di
             return None
         q, d = getattr(face, f"{fields.key}_quality", None), getattr(face, f"{fields.key}_drift", None)
         box = list(face.bounding_box)
+        reading = {k: getattr(face, f"{fields.key}_{k}", None) for k in READING}
+        reading["det_score"] = getattr(face, "confidence", None)
     else:
         found = dataset.select(str(oid))
         if not len(found):
             return None
         sample = found.first()
         q, d, box = sample[fields.quality], sample[fields.drift], None
+        reading = {k: sample[f"{fields.key}_{k}"] if sample.has_field(f"{fields.key}_{k}") else None for k in READING}
     label = _text_of(sample[hover_field]) if hover_field and sample.has_field(hover_field) else None
     return dict(id=face_id, sample_id=sample.id, file=os.path.basename(sample.filepath),
                 xy=pin_points(dataset, fields, face_id, scope.patch_run),
                 q=None if q is None else round(float(q), 4), d=None if d is None else round(float(d), 4),
+                reading={k: round(float(v), 4) for k, v in reading.items() if v is not None},
                 field=hover_field or None, label=None if label is None else str(label),
                 url=media_url(sample.filepath), image=thumbnail(sample.filepath, box))
+
+
+# what a run may hold beside the quality, shown with a pinned face so that a low value can be read
+# (the calibration table's percentile, the combined value and, on dlib, its distinctiveness part)
+READING = ("percentile", "combined", "distinctiveness")
 
 
 def pin_points(dataset, fields, face_id: str, patch_run: bool) -> dict:
@@ -127,6 +136,13 @@ def pin_text(pin: dict, unit: str) -> str:
     """The markdown next to the thumbnail."""
     kind = "face" if unit == "faces" else "sample"
     lines = [f"**Pinned {kind}**: `{pin['file']}`", f"quality **{_fmt(pin['q'])}**, drift {_fmt(pin['d'])}"]
+    r = pin.get("reading") or {}
+    parts = [f"{name} {r[k]:.1f}" for k, name in (("percentile", "reference percentile"), ("combined", "combined"),
+                                                   ("distinctiveness", "distinctiveness percentile")) if k in r]
+    if "det_score" in r:
+        parts.append(f"detector score {r['det_score']:.2f}")
+    if parts:
+        lines.append(", ".join(parts))
     if pin.get("field"):
         lines.append(f"{pin['field']}: **{pin['label'] if pin.get('label') is not None else '–'}**")
     lines.append("ringed in both maps; click it again, double-click a map or \"Clear pin\" to unpin")

@@ -509,6 +509,38 @@ def test_queries_use_database_aggregations(scored, monkeypatch):
     assert again.state["info"]["num"] == 10
 
 
+def test_pin_reads_out_the_percentile_combined_value_and_detector_score(scored, plugin, api):
+    """A pinned face says why it ranks where it does: its reference percentile, combined value and
+    detector score (and, for a dlib run, the distinctiveness percentile), as the database holds them."""
+    import importlib
+
+    pin = importlib.import_module(f"{plugin.__name__}.operators.panel_pin")
+    pin_text, pin_info = pin.pin_text, pin.pin_info
+    ds = scored
+    _, state = _loaded(ds)
+    faces = _faces(ds)
+    face = min(faces, key=faces.get)  # the worst face
+    pinned = call(ds, "on_map_click", state=state, id=face).state["pinned"]
+    sample = ds.match_labels(ids=[face], fields="faces").first()
+    (det,) = [d for d in sample["faces"].detections if d.id == face]
+    r = pinned["reading"]
+    assert r == pytest.approx(dict(percentile=det["prefiqs_percentile"], combined=det["prefiqs_combined"],
+                                   det_score=det.confidence), abs=1e-4)
+    text = pin_text(pinned, "faces")
+    assert f"reference percentile {det['prefiqs_percentile']:.1f}, combined {det['prefiqs_combined']:.1f}" in text
+    assert f"detector score {det.confidence:.2f}" in text and "distinctiveness" not in text  # SFace: none
+    # a sample-level run: its own fields, no detector score on the sample
+    sid = next(i for i, q in zip(ds.values("id"), ds.values("whole_quality")) if q is not None)
+    from types import SimpleNamespace
+
+    info = pin_info(ds, SimpleNamespace(fields=api.runs.RunFields("whole", None), patch_run=False), sid)
+    s = ds[sid]
+    assert info["reading"] == pytest.approx(dict(percentile=s["whole_percentile"], combined=s["whole_combined"]),
+                                            abs=1e-4)
+    # the pin of a dlib run names the distinctiveness percentile too
+    assert "distinctiveness percentile 12.3" in pin_text(dict(pinned, reading=dict(r, distinctiveness=12.34)), "faces")
+
+
 def test_pin_of_a_face_shows_the_chosen_label_field_of_its_sample(scored):
     """A pinned face (patch-level run) shows its sample's chosen field, a Classification here, as hover
     does; and its thumbnail is the face's box, not the whole photo."""
