@@ -12,7 +12,7 @@ import fiftyone.operators.types as types
 
 from . import panel_edc, panel_pin, panel_plots
 from .panel_plots import count_text
-from . import panel_calibration
+from . import panel_calibration, runs
 
 
 # The App lays panels out as CSS grids whose implicit columns are sized by their content; a plotly
@@ -133,7 +133,7 @@ def build(p, ctx):
     panel.float("threshold_typed", label="Type a threshold", min=0.0, max=100.0 if combined else 1.0,
                 description="the slider's value, or type one (Enter or leave the box)", on_change=p.on_type_threshold)
     if combined:
-        distinct = "distinctiveness" in (info.get("combined_parts") or "")
+        distinct = info.get("combined_parts") == runs.COMBINED_PARTS[True]
         parts = ("the quality's, the detector score's and the distinctiveness's reference percentiles (how far "
                  f"the face's embedding is from the average face's: `{state.run_key}_distinctiveness`)" if distinct
                  else "the quality's and the detector score's reference percentiles")

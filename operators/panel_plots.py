@@ -57,12 +57,11 @@ def parse_bar_id(bar_id: str):
 
 
 def histogram_layout(threshold=None, unit="faces", lo=None, hi=None, value="quality",
-                     combined_parts=None) -> dict:
+                     combined_parts: str = "") -> dict:
     """The x axis spans the values in view (``lo``..``hi``: quality, or the combined value, which
-    averages ``combined_parts``); a threshold outside them is named at the edge it lies beyond
-    rather than stretching the axis away from the data."""
-    parts = combined_parts or "PreFIQs and the detector's score"
-    title = "Quality" if value == "quality" else f"Combined: {parts}, 0-100"
+    averages ``combined_parts``, ``runs.combined_parts``); a threshold outside them is named at the
+    edge it lies beyond rather than stretching the axis away from the data."""
+    title = "Quality" if value == "quality" else f"Combined: {combined_parts}, 0-100"
     layout = dict(title=dict(text=f"{title} (click a bar to show that range)", font=dict(size=13)),
                   xaxis=dict(title=value), yaxis=dict(title=unit), bargap=0.05,
                   margin=dict(l=50, r=10, t=40, b=40), height=260, showlegend=False)

@@ -160,11 +160,15 @@ def has_combined(samples, run_key: str) -> bool:
     return fields_of(samples, run_key).combined in (load_config(samples, run_key).get("fields") or [])
 
 
+# what a run's K_combined averages, by whether it averages distinctiveness in (labels and notes)
+COMBINED_PARTS = {False: "PreFIQs and the detector's score",
+                  True: "PreFIQs, the detector's score and distinctiveness"}
+
+
 def combined_parts(samples, run_key: str) -> str:
     """What the run's ``K_combined`` averages, for labels: with distinctiveness where it wrote that."""
-    if fields_of(samples, run_key).distinctiveness in (load_config(samples, run_key).get("fields") or []):
-        return "PreFIQs, the detector's score and distinctiveness"
-    return "PreFIQs and the detector's score"
+    fields = load_config(samples, run_key).get("fields") or []
+    return COMBINED_PARTS[fields_of(samples, run_key).distinctiveness in fields]
 
 
 def record_run(samples, run_key: str, config: dict, overwrite: bool = False):

@@ -489,12 +489,11 @@ def _combined(cal, ref, quality: list, det_scores: list, dense=None) -> tuple[li
     """``K_combined`` beside each quality (None without a quality or a detector score), and
     ``K_distinctiveness`` where the table averages it in (else None): ``dense`` holds each face's
     unit dense embedding (a row of NaN where it has none)."""
-    from ..prefiqs_core.combined import combined_values
+    from ..prefiqs_core.combined import combined_with_distinctiveness
 
     q = np.array([np.nan if v is None else v for v in quality], np.float64)
     d = np.array([np.nan if v is None else v for v in det_scores], np.float64)
-    out = combined_values(cal, ref, q, d, dense)
-    pct = cal.distinctiveness.percentile(dense) if cal.distinctiveness is not None else None
+    out, pct = combined_with_distinctiveness(cal, ref, q, d, dense)
     return ([None if np.isnan(v) else float(v) for v in out],
             None if pct is None else [None if np.isnan(v) else float(v) for v in pct])
 

@@ -186,16 +186,17 @@ def _calibrated(cal, quality) -> list[str]:
 
 def _combined(cal, det_ref, row) -> list[str]:
     """The combined cell, and the distinctiveness cell where the table has that reference."""
-    from .combined import combined_values
+    import math
+
+    from .combined import combined_with_distinctiveness
 
     distinct = cal.distinctiveness is not None
     if row.quality is None:
         return ["", ""] if distinct else [""]
-    dense = row.dense[None] if distinct else None
-    pct = [f"{float(cal.distinctiveness.percentile(dense)[0]):.2f}"] if distinct else []
-    if row.det_score is None:
-        return [""] + pct
-    return [f"{float(combined_values(cal, det_ref, [row.quality], [row.det_score], dense)[0]):.2f}"] + pct
+    det = math.nan if row.det_score is None else row.det_score  # no detector score: no combined value
+    comb, pct = combined_with_distinctiveness(cal, det_ref, [row.quality], [det], row.dense[None] if distinct else None)
+    cells = ["" if math.isnan(comb[0]) else f"{float(comb[0]):.2f}"]
+    return cells + ([f"{float(pct[0]):.2f}"] if distinct else [])
 
 
 # ---- commands that measure on an identity folder (calibrate, detector-reference) --------------

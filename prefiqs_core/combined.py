@@ -140,13 +140,20 @@ def combined(quality_percentile, detector_percentile, distinctiveness_percentile
 def combined_values(cal, ref: DetectorReference, quality, det_scores, dense=None) -> np.ndarray:
     """``combined`` of faces from their qualities, detector scores (NaN: none) and, when the table
     ``cal`` has a distinctiveness reference, their unit dense embeddings ``(N, D)`` (needed then)."""
+    return combined_with_distinctiveness(cal, ref, quality, det_scores, dense)[0]
+
+
+def combined_with_distinctiveness(cal, ref: DetectorReference, quality, det_scores, dense=None):
+    """``(combined, distinctiveness percentile)`` of faces, as :func:`combined_values`; the second is
+    None when the table has no distinctiveness reference (what a run writes beside ``combined``)."""
     q = cal.percentile(np.asarray(quality, np.float64))
     d = ref.percentile(np.asarray(det_scores, np.float64))
     if cal.distinctiveness is None:
-        return combined(q, d)
+        return combined(q, d), None
     if dense is None:
         raise ValueError("this calibration table averages in distinctiveness: the dense embeddings are needed")
-    return combined(q, d, cal.distinctiveness.percentile(dense))
+    distinct = cal.distinctiveness.percentile(dense)
+    return combined(q, d, distinct), distinct
 
 
 def describe(cal) -> str:
