@@ -35,20 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from lfw import LFWBench, halves_bench, print_halves_table  # noqa: E402
+from lfw import LFWBench, halves_bench, print_halves_table, rank01, unit_rows  # noqa: E402
 from prefiqs_core.alignment import get_template, similarity_transform  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.pruning import format_prune, prune_tail  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
-
-
-def _rank(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-    return rankdata(x) / len(x)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 # ---- where the drift is measured -----------------------------------------------------------------
@@ -75,8 +66,8 @@ def space_distances(dense: tuple, pruned: tuple) -> dict[str, np.ndarray]:
     (pd, rd), (pp, rp) = dense, pruned
     nd, np_ = np.linalg.norm(rd, axis=1), np.linalg.norm(rp, axis=1)
     return {
-        "drift (unit embeddings, the product's)": np.linalg.norm(_unit(rd) - _unit(rp), axis=1),
-        "pooled feature drift (unit)": np.linalg.norm(_unit(pd) - _unit(pp), axis=1),
+        "drift (unit embeddings, the product's)": np.linalg.norm(unit_rows(rd) - unit_rows(rp), axis=1),
+        "pooled feature drift (unit)": np.linalg.norm(unit_rows(pd) - unit_rows(pp), axis=1),
         "raw embedding drift": np.linalg.norm(rd - rp, axis=1),
         "raw embedding drift / dense norm": np.linalg.norm(rd - rp, axis=1) / nd,
         "|log(pruned norm / dense norm)|": np.abs(np.log(np_ / nd)),
@@ -177,14 +168,14 @@ def main(argv=None):
             "eye width asymmetry": -geo["eye_asymmetry"], "5-point fit residual": -geo["residual"]}
     for name, v in pose.items():
         rows[f"pose: {name} alone"] = v
-    rows["rank sum: PreFIQs + yaw"] = _rank(q) + _rank(pose["yaw"])
-    rows["rank sum: PreFIQs + 5-point residual"] = _rank(q) + _rank(pose["5-point fit residual"])
-    rows["rank sum: PreFIQs + detector score"] = _rank(q) + _rank(det_score)
+    rows["rank sum: PreFIQs + yaw"] = rank01(q) + rank01(pose["yaw"])
+    rows["rank sum: PreFIQs + 5-point residual"] = rank01(q) + rank01(pose["5-point fit residual"])
+    rows["rank sum: PreFIQs + detector score"] = rank01(q) + rank01(det_score)
     rows["rank sum: PreFIQs + detector score + 5-point residual"] = (
-        _rank(q) + _rank(det_score) + _rank(pose["5-point fit residual"]))
-    rows["rank sum: PreFIQs + detector score + yaw"] = _rank(q) + _rank(det_score) + _rank(pose["yaw"])
-    print(f"{bench.bb.name}; Spearman with the drift: yaw {np.corrcoef(_rank(drift), _rank(geo['yaw']))[0, 1]:.2f}, "
-          f"5-point residual {np.corrcoef(_rank(drift), _rank(geo['residual']))[0, 1]:.2f}")
+        rank01(q) + rank01(det_score) + rank01(pose["5-point fit residual"]))
+    rows["rank sum: PreFIQs + detector score + yaw"] = rank01(q) + rank01(det_score) + rank01(pose["yaw"])
+    print(f"{bench.bb.name}; Spearman with the drift: yaw {np.corrcoef(rank01(drift), rank01(geo['yaw']))[0, 1]:.2f}, "
+          f"5-point residual {np.corrcoef(rank01(drift), rank01(geo['residual']))[0, 1]:.2f}")
     print_halves_table(bench, rows)
 
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from lfw import halves_bench, print_halves_table, product_combined  # noqa: E402
+from lfw import halves_bench, print_halves_table, product_combined, rank01  # noqa: E402
 from whole_set import count_arg, print_spread, split_spread  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation.baselines import make_method  # noqa: E402
@@ -36,11 +36,6 @@ from prefiqs_core.scoring import quality_from_drift  # noqa: E402
 
 PARTNERS = {"norm": ("embedding norm", "norm"), "detector": ("detector score", "detector"),
             "distinctiveness": ("distinctiveness", "distinctiveness")}
-
-
-def _rank(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-    return rankdata(x) / len(x)
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -54,10 +49,10 @@ def combinations(drift: np.ndarray, other: np.ndarray, partner: str = "norm") ->
     out = {
         "PreFIQs (the default)": q,
         name: other,
-        "rank sum": _rank(q) + _rank(other),
-        "rank sum, PreFIQs ×2": 2 * _rank(q) + _rank(other),
-        f"rank sum, {short} ×2": _rank(q) + 2 * _rank(other),
-        "lower rank": np.minimum(_rank(q), _rank(other)),
+        "rank sum": rank01(q) + rank01(other),
+        "rank sum, PreFIQs ×2": 2 * rank01(q) + rank01(other),
+        f"rank sum, {short} ×2": rank01(q) + 2 * rank01(other),
+        "lower rank": np.minimum(rank01(q), rank01(other)),
         "z sum": _z(q) + _z(other),
     }
     if np.all(other > 0):  # the forms below need a positive partner
@@ -71,9 +66,11 @@ def combinations(drift: np.ndarray, other: np.ndarray, partner: str = "norm") ->
 
 def distinctiveness(dense: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """1 − cos(e, m) of each unit embedding ``e`` with ``m``, the unit mean of the ``reference``
-    faces' unit embeddings (0 = the average face's direction, larger = more distinctive)."""
-    m = np.asarray(reference, np.float64).mean(axis=0)
-    return 1.0 - np.asarray(dense, np.float64) @ (m / np.linalg.norm(m))
+    faces' unit embeddings (0 = the average face's direction, larger = more distinctive): the
+    product's :class:`prefiqs_core.calibration.Distinctiveness`, fitted on ``reference``."""
+    from prefiqs_core.calibration import Distinctiveness
+
+    return Distinctiveness.fit(reference).of(dense)
 
 
 def partner_values(bench, partner: str) -> np.ndarray:
@@ -89,12 +86,12 @@ def with_detector(q: np.ndarray, other: np.ndarray, det: np.ndarray) -> dict[str
     """Three-signal rows: the detector score added to PreFIQs and a partner (all higher = better)."""
     return {
         "closeness to the average face (the opposite sign)": -other,
-        "rank sum: PreFIQs + detector": _rank(q) + _rank(det),
-        "rank sum: PreFIQs + detector ×2": _rank(q) + 2 * _rank(det),
-        "rank sum: detector + partner": _rank(det) + _rank(other),
-        "rank sum: PreFIQs + detector + partner": _rank(q) + _rank(det) + _rank(other),
-        "rank sum: PreFIQs + detector ×2 + partner": _rank(q) + 2 * _rank(det) + _rank(other),
-        "lower of the three ranks": np.minimum(np.minimum(_rank(q), _rank(det)), _rank(other)),
+        "rank sum: PreFIQs + detector": rank01(q) + rank01(det),
+        "rank sum: PreFIQs + detector ×2": rank01(q) + 2 * rank01(det),
+        "rank sum: detector + partner": rank01(det) + rank01(other),
+        "rank sum: PreFIQs + detector + partner": rank01(q) + rank01(det) + rank01(other),
+        "rank sum: PreFIQs + detector ×2 + partner": rank01(q) + 2 * rank01(det) + rank01(other),
+        "lower of the three ranks": np.minimum(np.minimum(rank01(q), rank01(det)), rank01(other)),
     }
 
 
@@ -111,7 +108,7 @@ def main(argv=None):
     drift = bench.mean_drift(specs)
     other = partner_values(bench, args.partner)
     print(f"{bb.name}, default {format_prune(specs)}; Spearman correlation of drift-quality and "
-          f"{PARTNERS[args.partner][0]}: {np.corrcoef(_rank(-drift), _rank(other))[0, 1]:.2f}")
+          f"{PARTNERS[args.partner][0]}: {np.corrcoef(rank01(-drift), rank01(other))[0, 1]:.2f}")
     qualities = combinations(drift, other, args.partner)
     if args.partner == "detector":
         comb = product_combined(bench, drift, specs)

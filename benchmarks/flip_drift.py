@@ -28,16 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from lfw import LFWBench, halves_bench, print_halves_table  # noqa: E402
+from lfw import LFWBench, halves_bench, print_halves_table, rank01, unit_rows  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.pruning import format_prune, parse_prune  # noqa: E402
 from prefiqs_core.trunk import run_stages, start_index  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
-
-
-def _rank(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-    return rankdata(x) / len(x)
 
 
 def mirrored(bench: LFWBench) -> LFWBench:
@@ -65,20 +60,16 @@ def feature_flip_distance(bench: LFWBench, split: str) -> np.ndarray:
     return np.linalg.norm(bench.dense - np.concatenate(out), axis=1)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 def distances(bench: LFWBench, mirror: LFWBench, specs) -> dict[str, np.ndarray]:
     """Per-face distances between unit embeddings (drifts of several copies averaged as PreFIQs does):
     ``photo``/``mirror`` drift, ``averaged`` (drift of the flip-averaged embedding) and ``flip``
     (dense photo vs dense mirror)."""
-    dense_avg = _unit(bench.dense + mirror.dense)
+    dense_avg = unit_rows(bench.dense + mirror.dense)
     return {
         "photo": bench.mean_drift(specs),
         "mirror": mirror.mean_drift(specs),
         "averaged": np.mean([np.linalg.norm(
-            dense_avg - _unit(bench.pruned(s) + mirror.pruned(s)), axis=1)
+            dense_avg - unit_rows(bench.pruned(s) + mirror.pruned(s)), axis=1)
             for s in specs], axis=0),
         "flip": np.linalg.norm(bench.dense - mirror.dense, axis=1),
     }
@@ -96,8 +87,8 @@ def qualities(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "larger drift of photo and mirror": quality_from_drift(np.maximum(d["photo"], d["mirror"])),
         "drift of the flip-averaged embedding": quality_from_drift(d["averaged"]),
         "dense flip distance alone": -d["flip"],
-        "rank sum: PreFIQs + flip distance": _rank(q) + _rank(-d["flip"]),
-        "rank sum: mean drift + flip distance": _rank(-mean) + _rank(-d["flip"]),
+        "rank sum: PreFIQs + flip distance": rank01(q) + rank01(-d["flip"]),
+        "rank sum: mean drift + flip distance": rank01(-mean) + rank01(-d["flip"]),
         "per face: mean drift + flip distance / 2": -(mean + d["flip"] / 2),
         "per face: mean drift + flip distance": -(mean + d["flip"]),
         "per face: mean drift + 2 × flip distance": -(mean + 2 * d["flip"]),
@@ -114,7 +105,7 @@ def main(argv=None):
     mirror = mirrored(bench)
     d = distances(bench, mirror, specs)
     print(f"{bb.name}, pruning {format_prune(specs)}; Spearman correlation of the photo's drift and the "
-          f"flip distance: {np.corrcoef(_rank(d['photo']), _rank(d['flip']))[0, 1]:.2f}")
+          f"flip distance: {np.corrcoef(rank01(d['photo']), rank01(d['flip']))[0, 1]:.2f}")
     rows = qualities(d)
     for split in filter(None, args.feature_flip.split(",")):
         f = feature_flip_distance(bench, split)

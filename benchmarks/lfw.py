@@ -250,6 +250,18 @@ class LFWBench:
                    np.concatenate([pq_gen, pq_imp]), fmr, "per_level")
 
 
+def rank01(x: np.ndarray) -> np.ndarray:
+    """Ranks of ``x`` over the whole set, scaled to (0, 1] (ties share their mean rank): how the
+    studies add signals on different scales."""
+    from scipy.stats import rankdata
+    return rankdata(x) / len(x)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row divided by its length."""
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False, extra=None):
     """The command line shared by the small A/B studies (``combine.py``, ``flip_drift.py``): the
     identity folder, ``--backbone``, ``--cache``, ``--reps`` (and ``--prune`` when asked; ``extra(ap)``

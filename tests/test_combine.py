@@ -53,7 +53,8 @@ def test_a_partner_that_is_not_positive_gets_only_the_forms_that_apply():
 def test_distinctiveness_is_the_angle_from_the_reference_faces_mean_direction():
     from combine import distinctiveness
 
-    ref = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.6, -0.8, 0.0]])  # mean direction (1, 0, 0)
+    # mean direction (1, 0, 0); 34 copies: the reference the product fits needs 100 faces
+    ref = np.tile([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.6, -0.8, 0.0]], (34, 1))
     faces = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.6, 0.0, 0.8]])
     assert np.allclose(distinctiveness(faces, ref), [0.0, 1.0, 2.0, 0.4])
     # the reference's mean is normalised: scaling the reference changes nothing

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from flip_drift import _unit, qualities  # noqa: E402
+from flip_drift import qualities  # noqa: E402
+from lfw import unit_rows  # noqa: E402
 
 
 def _d(photo, mirror, averaged, flip):
@@ -39,7 +40,7 @@ def test_each_quality_reads_the_distance_its_name_says():
 
 
 def test_unit_rows():
-    u = _unit(np.array([[3.0, 4.0], [0.0, 2.0]]))
+    u = unit_rows(np.array([[3.0, 4.0], [0.0, 2.0]]))
     assert np.allclose(u, [[0.6, 0.8], [0.0, 1.0]])
 
 
