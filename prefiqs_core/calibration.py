@@ -408,8 +408,12 @@ def _weighted_threshold(top_sim: np.ndarray, top_w: np.ndarray, total_w: np.ndar
     # k = pairs strictly above the threshold: the largest prefix whose weight is within the allowance
     k = (cum <= allowed).sum(1)
     if np.any(k >= len(top_sim)):
-        raise RuntimeError("bootstrap threshold outside the kept impostor tail; keep more impostor scores")
+        raise _OutsideTail
     return np.nextafter(top_sim[k], np.inf)
+
+
+class _OutsideTail(Exception):
+    """A replicate's threshold lies below the impostor scores kept (see :meth:`Reference.bootstrap`)."""
 
 
 @dataclass
@@ -465,15 +469,24 @@ class Reference:
 
         ps = self.pairs
         counts = people_counts(ps.n_people, reps, seed).astype(np.float64)
-        # only the highest impostor scores can hold a replicate's threshold: keep 5x the share
-        k = min(len(ps.impostor), int(5 * self.fmr * len(ps.impostor)) + 200)
-        cut = np.partition(ps.impostor, len(ps.impostor) - k)[len(ps.impostor) - k]
-        top_people, top_sim = _top_impostors(self.emb, ps.codes, cut)
         faces_per = np.bincount(ps.codes, minlength=ps.n_people).astype(np.float64)
         cn = counts * faces_per[None, :]
         total = (cn.sum(1) ** 2 - (cn ** 2).sum(1)) / 2  # impostor pairs of each replicate
-        top_w = counts[:, top_people[:, 0]] * counts[:, top_people[:, 1]]
-        thr = _weighted_threshold(top_sim, top_w, total, self.fmr)
+        n_imp = len(ps.impostor)
+        # only the highest impostor scores can hold a replicate's threshold: keep 5x the share. With
+        # few people a replicate can draw none of the people behind them; then every score is kept
+        for k in dict.fromkeys((min(n_imp, int(5 * self.fmr * n_imp) + 200), n_imp)):
+            cut = np.partition(ps.impostor, n_imp - k)[n_imp - k]
+            top_people, top_sim = _top_impostors(self.emb, ps.codes, cut)
+            top_w = counts[:, top_people[:, 0]] * counts[:, top_people[:, 1]]
+            try:
+                thr = _weighted_threshold(top_sim, top_w, total, self.fmr)
+                break
+            except _OutsideTail:
+                continue
+        else:  # a replicate that drew a single person has no impostor pair at all
+            raise ValueError(f"{ps.n_people} people are too few for the people-level bootstrap at FMR "
+                             f"{self.fmr:g} (some resamples hold no impostor pair): calibrate on more people")
         band = np.searchsorted(edges, self.pair_quality, side="right")
         onehot = np.zeros((len(band), len(edges) + 1))
         onehot[np.arange(len(band)), band] = 1

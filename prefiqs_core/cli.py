@@ -304,8 +304,12 @@ def cmd_calibrate(args) -> int:
     made = _provenance(args, folder)
     distinct = args.distinctiveness == "yes" or (args.distinctiveness == "auto" and
                                                  bb.name in COMBINED_DISTINCTIVENESS)
-    cal = fit(ref, bb.name, scorer.spec_string, bb.source_sha256, made, n_bands=args.bands,
-              min_errors=args.min_errors, reps=args.reps, distinctiveness=distinct)
+    try:
+        cal = fit(ref, bb.name, scorer.spec_string, bb.source_sha256, made, n_bands=args.bands,
+                  min_errors=args.min_errors, reps=args.reps, distinctiveness=distinct)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     cal.save(args.out)
     m = cal.made
     print(f"{m['faces']} faces of {m['people']} people, {m['genuine_pairs']} genuine / {m['impostor_pairs']} "

@@ -248,6 +248,72 @@ def test_bootstrap_threshold_with_unit_weights_is_the_projects_rule():
     assert _weighted_threshold(top, w, np.array([20030.0]), 1e-3)[0] > threshold_at(imp, 1e-3)
 
 
+def _identities(n_people, per_person=10, dim=32, seed=0, twins=False):
+    """Unit embeddings of ``n_people`` synthetic people (photos scattered around a person's own
+    direction) with qualities that make the scattered photos the bad ones. ``twins``: the first
+    two people look alike, so they hold every high impostor score."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_people, dim))
+    if twins:
+        centres[1] = centres[0] + 0.3 * rng.normal(size=dim)
+    noise = rng.uniform(0.2, 1.2, size=n_people * per_person)
+    e = np.repeat(centres, per_person, 0) / np.sqrt(dim) + noise[:, None] * rng.normal(size=(len(noise), dim)) / np.sqrt(dim)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    return e, 1.0 - noise / 2, np.repeat([f"p{i}" for i in range(n_people)], per_person)
+
+
+def test_bootstrap_with_few_people_keeps_every_impostor_score_when_the_tail_is_not_enough():
+    """With few people a resample often draws neither of the two people behind every high impostor
+    score; the bootstrap then reads every impostor score instead of failing."""
+    from prefiqs_core import calibration as cal_mod
+
+    e, q, labels = _identities(8, per_person=20, twins=True)
+    ref = Reference.build(e, q, labels)
+    edges = make_bands(ref.pair_quality, ref.errors, 4, 1, 20)
+    seen = []
+    real = cal_mod._top_impostors
+
+    def spy(emb, codes, cut, block=1024, every=False):
+        seen.append(cut)
+        return real(emb, codes, -np.inf if every else cut, block)
+
+    def run(every):
+        cal_mod._top_impostors = lambda emb, codes, cut, block=1024: spy(emb, codes, cut, block, every)
+        try:
+            return ref.bootstrap(edges, reps=300, seed=0)
+        finally:
+            cal_mod._top_impostors = real
+
+    w, errs = run(every=False)
+    assert len(seen) == 2 and seen[1] == ref.pairs.impostor.min()  # the tail, then every score
+    assert w.shape == errs.shape == (300, len(edges) + 1) and np.all(errs <= w) and errs.sum() > 0
+    # exactly what reading every impostor score from the start gives
+    w_all, errs_all = run(every=True)
+    assert len(seen) == 3 and np.array_equal(w, w_all) and np.array_equal(errs, errs_all)
+
+
+def test_too_few_people_for_the_bootstrap_is_a_clear_error():
+    e, q, labels = _identities(3, per_person=40)  # 4,800 impostor pairs, but 3 people
+    ref = Reference.build(e, q, labels)
+    with pytest.raises(ValueError, match="3 people are too few for the people-level bootstrap"):
+        ref.bootstrap(np.array([0.6]), reps=1000, seed=0)
+
+
+def test_calibrate_command_on_too_few_people_says_so_in_one_line(tmp_path, capsys):
+    orl = assets.orl_dir()
+    if not orl.is_dir():
+        pytest.fail(f"ORL faces missing at {orl}: run `make assets`")
+    few = tmp_path / "few"
+    for person in ("s1", "s2", "s3", "s4", "s5"):
+        shutil.copytree(orl / person, few / person)
+    out = tmp_path / "few.json"
+    assert main(["calibrate", "--identity-folder", str(few), "--out", str(out), "--backbone", "dlib_resnet29",
+                 "--cache", str(tmp_path / "cache"), "--quiet", "--workers", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "too few" in err[-1] and "Traceback" not in "".join(err)
+    assert not out.exists()
+
+
 def test_bands_hold_enough_failures():
     rng = np.random.default_rng(3)
     q = rng.uniform(size=5000)
