@@ -205,7 +205,8 @@ def _identity_folder(args) -> Path | None:
     """``--identity-folder``, or None after a one-line error when it is not a folder."""
     folder = Path(args.identity_folder)
     if not folder.is_dir():
-        print(f"error: identity folder {folder} not found", file=sys.stderr)
+        why = "is a file, not a folder of <Name>/<images>" if folder.exists() else "not found"
+        print(f"error: identity folder {folder} {why}", file=sys.stderr)
         return None
     return folder
 

@@ -312,6 +312,10 @@ def test_calibrate_command_on_too_few_people_says_so_in_one_line(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "too few" in err[-1] and "Traceback" not in "".join(err)
     assert not out.exists()
+    # a photo given for the folder
+    photo = next((few / "s1").iterdir())
+    assert main(["calibrate", "--identity-folder", str(photo), "--out", str(out), "--quiet"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: identity folder {photo} is a file, not a folder of <Name>/<images>"
 
 
 def test_bands_hold_enough_failures():
