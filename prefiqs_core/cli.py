@@ -321,6 +321,10 @@ def cmd_calibrate(args) -> int:
               f"expected {b.fnmr:.4f} [{b.fnmr_lo:.4f}, {b.fnmr_hi:.4f}]", file=sys.stderr)
     print(f"wrote {args.out}: {len(cal.bands)} bands" + (", and the distinctiveness reference" if distinct else ""),
           file=sys.stderr)
+    if len(cal.bands) == 1:
+        print(f"warning: one band only ({m['false_non_matches']} false non-matches; a band needs {args.min_errors}): "
+              f"expected_fnmr is the same for every quality. More people give bands that tell faces apart",
+              file=sys.stderr)
     return 0
 
 

@@ -312,6 +312,14 @@ def test_calibrate_command_on_too_few_people_says_so_in_one_line(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "too few" in err[-1] and "Traceback" not in "".join(err)
     assert not out.exists()
+    # ten people are enough for a table, and too few failures for more than one band: it says so
+    for person in ("s6", "s7", "s8", "s9", "s10"):
+        shutil.copytree(orl / person, few / person)
+    assert main(["calibrate", "--identity-folder", str(few), "--out", str(out), "--backbone", "dlib_resnet29",
+                 "--cache", str(tmp_path / "cache"), "--quiet", "--workers", "0"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    cal = Calibration.load(out)
+    assert cal.made["people"] == 10 and len(cal.bands) == 1 and err[-1].startswith("warning: one band only")
     # a photo given for the folder
     photo = next((few / "s1").iterdir())
     assert main(["calibrate", "--identity-folder", str(photo), "--out", str(out), "--quiet"]) == 1
