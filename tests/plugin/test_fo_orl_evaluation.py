@@ -59,6 +59,20 @@ def test_every_photo_is_a_sample_and_faceless_ones_say_why(orl_ds, orl):
     assert "s1/2.pgm: no face detected" in text and "AT&T Laboratories Cambridge" in text
 
 
+def test_summary_says_when_too_few_pairs_fail_for_the_curves_to_differ(orl):
+    def summary(fnmr0, mated=1721):
+        method = dict(name=orl.ORL_RUN, pauc_20=0.0003, fnmr={d: fnmr0 for d in orl.DISCARDS})
+        return dict(photos=400, people=40, faces=390, failed=[], num_mated=mated, num_nonmated=74134,
+                    num_impostors_total=74134, target_fmr=1e-3, achieved_fmr=9.98e-4, threshold=0.39,
+                    methods=[method, dict(method, name="random")], plot_path="edc.png")
+
+    few = orl.format_orl_summary(summary(2 / 1721))  # SFace on ORL: 2 failures
+    assert "Only 2 of the 1721 genuine pairs fail to match: too few errors" in few
+    assert few.splitlines()[-1].startswith("EDC curves: edc.png")
+    many = orl.format_orl_summary(summary(40 / 1721))
+    assert "too few errors" not in many and "fail to match" not in many
+
+
 def test_baselines_are_the_chips_sharpness_and_a_seeded_random(orl_ds, orl):
     who, q, sharp, rand, dense = scored_faces(orl_ds, orl)
     assert len(who) == orl_ds.count(f"faces.detections.{orl.ORL_RUN}_quality")
