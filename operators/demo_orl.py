@@ -209,8 +209,9 @@ def format_orl_summary(s: dict) -> str:
         label = f"PreFIQs ({m['name']})" if m["name"] == ORL_RUN else m["name"]
         pauc = "   n/a" if m["pauc_20"] is None else f"{m['pauc_20']:.4f}"
         lines.append(f"  {label:<22} " + "  ".join(f"{m['fnmr'][d]:7.4f}" for d in DISCARDS) + f"   {pauc}")
-    n_fail = round(s["methods"][0]["fnmr"][0.0] * s["num_mated"]) if s["methods"] else 0
-    if n_fail < FEW_FAILURES:
+    # FNMR with nothing discarded is the same for every method
+    n_fail = round(s["methods"][0]["fnmr"][0.0] * s["num_mated"]) if s["methods"] else None
+    if n_fail is not None and n_fail < FEW_FAILURES:
         # equal columns here are the data's, not the score's: say so before a reader concludes otherwise
         lines.append(f"Only {n_fail} of the {s['num_mated']} genuine pairs fail to match: too few errors for the "
                      "qualities to differ here (README: 'The ORL faces and the demo's EDC'). How PreFIQs ranks "

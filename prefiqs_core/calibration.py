@@ -398,22 +398,19 @@ def make_bands(pair_quality: np.ndarray, errors: np.ndarray, n_bands: int = 16, 
     return np.array([(q[s[0] - 1] + q[s[0]]) / 2 for s in segs[1:]], np.float64)
 
 
-def _weighted_threshold(top_sim: np.ndarray, top_w: np.ndarray, total_w: np.ndarray, fmr: float) -> np.ndarray:
+def _weighted_threshold(top_sim: np.ndarray, top_w: np.ndarray, total_w: np.ndarray, fmr: float) -> np.ndarray | None:
     """Per replicate, the threshold at ``fmr`` from weighted impostor scores: the smallest score
     above which the weighted share of impostor pairs is at most ``fmr`` (the project's rule,
     :func:`prefiqs_core.evaluation.lfw.threshold_at`, with weights). ``top_sim`` holds the highest
-    impostor scores, sorted descending, ``top_w`` ``(B, T)`` their weights."""
+    impostor scores, sorted descending, ``top_w`` ``(B, T)`` their weights. None when some
+    replicate's threshold lies below every score kept."""
     cum = np.cumsum(top_w, axis=1)
     allowed = fmr * total_w[:, None] + 1e-9
     # k = pairs strictly above the threshold: the largest prefix whose weight is within the allowance
     k = (cum <= allowed).sum(1)
     if np.any(k >= len(top_sim)):
-        raise _OutsideTail
+        return None
     return np.nextafter(top_sim[k], np.inf)
-
-
-class _OutsideTail(Exception):
-    """A replicate's threshold lies below the impostor scores kept (see :meth:`Reference.bootstrap`)."""
 
 
 @dataclass
@@ -479,11 +476,9 @@ class Reference:
             cut = np.partition(ps.impostor, n_imp - k)[n_imp - k]
             top_people, top_sim = _top_impostors(self.emb, ps.codes, cut)
             top_w = counts[:, top_people[:, 0]] * counts[:, top_people[:, 1]]
-            try:
-                thr = _weighted_threshold(top_sim, top_w, total, self.fmr)
+            thr = _weighted_threshold(top_sim, top_w, total, self.fmr)
+            if thr is not None:
                 break
-            except _OutsideTail:
-                continue
         else:  # a replicate that drew a single person has no impostor pair at all
             raise ValueError(f"{ps.n_people} people are too few for the people-level bootstrap at FMR "
                              f"{self.fmr:g} (some resamples hold no impostor pair): calibrate on more people")
