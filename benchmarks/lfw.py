@@ -36,7 +36,7 @@ from prefiqs_core.backbones import load_backbone  # noqa: E402
 from prefiqs_core.evaluation.baselines import EmbeddingNorm, JVPSensitivity, available_methods  # noqa: E402
 from prefiqs_core.defaults import default_pruning  # noqa: E402
 from prefiqs_core.evaluation import edc, pauc  # noqa: E402
-from prefiqs_core.evaluation.lfw import (FaceSet, PairSet, impostor_qualities, people_bootstrap,  # noqa: E402
+from prefiqs_core.evaluation.lfw import (COMPARATORS, FaceSet, PairSet, impostor_qualities, people_bootstrap,  # noqa: E402
                               people_halves, threshold_at, weighted_pauc)
 from prefiqs_core.pruning import format_prune, parse_prune, prune_tail, short_prune  # noqa: E402
 from prefiqs_core.scoring import quality_from_drift  # noqa: E402
@@ -67,10 +67,13 @@ class LFWBench:
     """Dense embeddings once; then any pruning setting or baseline costs only its own forwards."""
 
     variant = ""  # names what the chips are when they are not the photos themselves (cache files)
+    comparator = "cosine"  # how the recogniser compares two faces, so which errors it makes
 
     def __init__(self, root, backbone, cache_dir, max_per_person: int = 20, split_seed: int = 0,
-                 reps: int = 1000, batch: int = 64, log=print, max_people: int | None = None):
+                 reps: int = 1000, batch: int = 64, log=print, max_people: int | None = None,
+                 comparator: str = "cosine"):
         self.bb, self.batch, self.log, self.reps = backbone, batch, log, reps
+        self.comparator = comparator
         t0 = time.time()
         self.faces = FaceSet.load(root, cache_dir, max_per_person, progress=_tqdm, max_people=max_people)
         self.labels = self.faces.labels
@@ -94,7 +97,9 @@ class LFWBench:
     def half_of(self, name: str, mask: np.ndarray, reps: int, seed: int) -> Half:
         """The faces where ``mask`` is true as one half: its pairs, its own thresholds and (when
         ``reps``) its people-level bootstrap weights."""
-        h = Half(name, PairSet.build(self.dense, self.labels, mask))
+        # "euclidean": the raw descriptors' distance (dlib's own comparison); the unit rows otherwise
+        emb = self.dense * self.raw_norm[:, None].astype(np.float32) if self.comparator == "euclidean" else self.dense
+        h = Half(name, PairSet.build(emb, self.labels, mask, self.comparator))
         h.thresholds = {f: threshold_at(h.pairs.impostor, f) for f in FMRS}
         if reps:
             h.boot = people_bootstrap(h.pairs.person, h.pairs.n_people, reps, seed)
@@ -274,6 +279,9 @@ def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False, extra=
     ap.add_argument("--cache", default="out/lfw/cache", help="the LFW benchmark's cache (default: %(default)s)")
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
     ap.add_argument("--max-people", type=int, help="only the first N people (a quick run)")
+    ap.add_argument("--comparator", choices=COMPARATORS, default="cosine",
+                    help="how the recogniser compares faces: cosine of the unit embeddings (default), or "
+                         "the Euclidean distance of the raw embeddings (dlib's own comparison)")
     if extra is not None:
         extra(ap)
     args = ap.parse_args(argv)
@@ -281,7 +289,8 @@ def halves_bench(doc: str, backbone: str, argv=None, prune: bool = False, extra=
         raise SystemExit(f"error: identity folder {args.folder} not found (give the LFW development folder's path)")
     return args, LFWBench(Path(args.folder), load_backbone(args.backbone), Path(args.cache),
                           getattr(args, "max_per_person", 20), reps=args.reps,
-                          log=lambda m: print(m, file=sys.stderr, flush=True), max_people=args.max_people)
+                          log=lambda m: print(m, file=sys.stderr, flush=True), max_people=args.max_people,
+                          comparator=args.comparator)
 
 
 def paired_interval(reps: np.ndarray, reps_ref: np.ndarray) -> tuple[float, float, float]:

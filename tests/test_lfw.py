@@ -95,6 +95,26 @@ def test_pairs_are_every_genuine_and_impostor_pair_of_the_half():
     assert impostor_similarities(emb[idx], ps.codes, block=5) == pytest.approx(ps.impostor, abs=1e-6)
 
 
+def test_euclidean_comparator_scores_minus_the_distance_of_the_rows_as_given():
+    rng = np.random.default_rng(5)
+    labels = [f"p{i}" for i in rng.integers(0, 7, 40)]
+    raw = rng.normal(size=(40, 8)) * rng.uniform(0.2, 2.0, size=(40, 1))  # rows of different lengths
+    ps = PairSet.build(raw, labels, None, "euclidean")
+    brute_gen, brute_imp = [], []
+    for x in range(40):
+        for y in range(x + 1, 40):
+            s = -np.linalg.norm(raw[x] - raw[y])
+            (brute_gen if labels[x] == labels[y] else brute_imp).append(s)
+    assert sorted(ps.genuine) == pytest.approx(sorted(brute_gen))
+    assert np.asarray(ps.impostor) == pytest.approx(np.asarray(brute_imp, np.float32), abs=1e-5)
+    assert impostor_similarities(raw, ps.codes, block=3, comparator="euclidean") == pytest.approx(ps.impostor, abs=1e-5)
+    # not the cosine ranking: the rows' lengths count
+    cos = PairSet.build(raw / np.linalg.norm(raw, axis=1, keepdims=True), labels)
+    assert not np.array_equal(np.argsort(ps.impostor), np.argsort(cos.impostor))
+    with pytest.raises(ValueError, match="comparator is one of cosine, euclidean, not 'l1'"):
+        PairSet.build(raw, labels, None, "l1")
+
+
 def test_read_people_caps_each_person_with_a_seeded_sample(tmp_path):
     for person, n in (("Ann", 5), ("Bob", 1), ("Cid", 3)):
         (tmp_path / person).mkdir()

@@ -230,6 +230,33 @@ def test_split_spread_seed_zero_is_the_benchmarks_own_halves():
     assert len(set(np.round(spread["q"], 12))) > 2
 
 
+def test_bench_with_the_euclidean_comparator_judges_by_the_raw_embeddings_distance():
+    from lfw import LFWBench
+    from prefiqs_core.evaluation.lfw import people_halves
+
+    bench = _toy_bench(n_people=10, per=3, dim=8, noise=0.8)
+    bench.raw_norm = np.random.default_rng(9).uniform(0.3, 1.5, len(bench.labels))
+    euc = LFWBench.__new__(LFWBench)
+    euc.labels, euc.dense, euc.raw_norm, euc.comparator = bench.labels, bench.dense, bench.raw_norm, "euclidean"
+    a = people_halves(bench.labels, 0)[0]
+    h = euc.half_of("A", a, 0, 1)
+    raw = bench.dense * bench.raw_norm[:, None]
+    assert h.pairs.genuine == pytest.approx(-np.linalg.norm(raw[h.pairs.a] - raw[h.pairs.b], axis=1))
+    # the same pairs as the cosine half, compared otherwise
+    c = bench.halves["A"].pairs
+    assert np.array_equal(h.pairs.a, c.a) and np.array_equal(h.pairs.b, c.b) and len(h.pairs.impostor) == len(c.impostor)
+    assert not np.allclose(np.argsort(h.pairs.genuine), np.argsort(c.genuine))
+
+
+def test_lfw_studies_refuse_an_unknown_comparator_in_one_line(capsys):
+    from whole_set import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["/nonexistent", "--comparator", "hamming"])
+    assert e.value.code == 2
+    assert "argument --comparator: invalid choice: 'hamming'" in capsys.readouterr().err
+
+
 def test_whole_set_rejects_a_bad_reference_spec_in_one_line(capsys):
     from whole_set import main
 

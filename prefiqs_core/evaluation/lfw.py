@@ -219,9 +219,30 @@ def _impostor_values(matrix, codes: np.ndarray, block: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def impostor_similarities(emb: np.ndarray, codes: np.ndarray, block: int = 1024) -> np.ndarray:
-    """Cosine similarity of every different-identity pair (upper triangle), ``block`` rows at a
-    time so that memory stays at one block of the similarity matrix plus the result."""
+COMPARATORS = ("cosine", "euclidean")
+
+
+def _check_comparator(comparator: str) -> None:
+    if comparator not in COMPARATORS:
+        raise ValueError(f"comparator is one of {', '.join(COMPARATORS)}, not {comparator!r}")
+
+
+def _neg_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """−‖x_i − y_j‖ for every row pair (a similarity: higher = more alike)."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    d2 = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * (x @ y.T)
+    return -np.sqrt(np.maximum(d2, 0.0))
+
+
+def impostor_similarities(emb: np.ndarray, codes: np.ndarray, block: int = 1024,
+                          comparator: str = "cosine") -> np.ndarray:
+    """Similarity of every different-identity pair (upper triangle), ``block`` rows at a time so
+    that memory stays at one block of the similarity matrix plus the result. ``"cosine"``: the dot
+    product of unit rows; ``"euclidean"``: minus the distance between the rows as given (dlib's own
+    comparison uses the distance of its raw, un-normalised descriptors)."""
+    _check_comparator(comparator)
+    if comparator == "euclidean":
+        return _impostor_values(lambda lo, hi: _neg_distances(emb[lo:hi], emb[lo:]), codes, block)
     return _impostor_values(lambda lo, hi: emb[lo:hi] @ emb[lo:].T, codes, block)
 
 
@@ -246,18 +267,24 @@ class PairSet:
     codes: np.ndarray  # their person codes
 
     @classmethod
-    def build(cls, emb: np.ndarray, labels, mask=None) -> "PairSet":
-        """Pairs among the faces where ``mask`` is true (all faces when None); ``emb`` unit rows."""
+    def build(cls, emb: np.ndarray, labels, mask=None, comparator: str = "cosine") -> "PairSet":
+        """Pairs among the faces where ``mask`` is true (all faces when None); ``emb`` unit rows
+        for ``"cosine"``, the descriptors as the recogniser compares them for ``"euclidean"``
+        (similarity = −distance; see :func:`impostor_similarities`)."""
         from .pairs import genuine_pairs
 
+        _check_comparator(comparator)
         idx = np.flatnonzero(mask) if mask is not None else np.arange(len(labels))
         sub = [labels[i] for i in idx]
         people = sorted(set(sub))
         code = _codes(sub, people)
         g = genuine_pairs(sub)
         e = emb[idx]
-        gen = np.einsum("ij,ij->i", e[g[:, 0]], e[g[:, 1]]).astype(np.float64)
-        imp = impostor_similarities(e, code)
+        if comparator == "euclidean":
+            gen = -np.linalg.norm(e[g[:, 0]].astype(np.float64) - e[g[:, 1]], axis=1)
+        else:
+            gen = np.einsum("ij,ij->i", e[g[:, 0]], e[g[:, 1]]).astype(np.float64)
+        imp = impostor_similarities(e, code, comparator=comparator)
         return cls(idx[g[:, 0]], idx[g[:, 1]], gen, imp, code[g[:, 0]], len(people), idx, code)
 
 
