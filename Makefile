@@ -46,10 +46,10 @@ lfw: setup assets
 # the shipped calibration tables, fitted on half A (re-run when a default changes: a test fails until then),
 # then checked on half B with the plots for the README
 calibration: setup assets
-	for b in dlib_resnet29 sface; do $(VPY) -m prefiqs_core calibrate --identity-folder $(LFW) --half A \
-		--cache out/lfw/cache --backbone $$b --out prefiqs_core/calibrations/$$b.json || exit 1; done
 	$(VPY) -m prefiqs_core detector-reference --identity-folder $(LFW) --half A --cache out/lfw/cache \
 		--out prefiqs_core/calibrations/detector_dlib_hog.json
+	for b in dlib_resnet29 sface; do $(VPY) -m prefiqs_core calibrate --identity-folder $(LFW) --half A \
+		--cache out/lfw/cache --backbone $$b --out prefiqs_core/calibrations/$$b.json || exit 1; done
 	$(VPY) benchmarks/calibration.py $(LFW)
 
 bench: setup assets

@@ -7,7 +7,8 @@ For each backbone: the LFW development people are split into the seeded, people-
 threshold, each band's FNMR is measured and checked against A's stated 95 % intervals. Printed: the
 coverage (bands whose B value lies inside A's prediction interval, and inside A's narrower
 confidence interval), how many bands' own B intervals overlap A's confidence interval, and how far
-A's percentiles are from uniform on B's faces. The plot (quality → expected FNMR with both
+A's percentiles are from uniform on B's faces; then the same for the table's bands of the combined value
+(fitted on A's faces with a detector score, checked on B's). The plot (quality → expected FNMR with both
 intervals, B's measurements on top) goes to ``docs/img/calibration_<backbone>.png``.
 Last, the detector reference that ``combined`` uses (``prefiqs_core.combined``), fitted on A's faces
 and compared with the shipped one, and how far its percentiles are from uniform on B's faces.
@@ -33,7 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prefiqs_core.backbones import load_backbone  # noqa: E402
-from prefiqs_core.calibration import Reference, check, fit, reference_scores, shipped, uniform_gap  # noqa: E402
+from prefiqs_core.calibration import (Reference, check, check_combined, fit, fit_combined,  # noqa: E402
+                                      reference_scores, shipped, uniform_gap)
+from prefiqs_core.combined import combined_values, shipped_detector_reference  # noqa: E402
 from prefiqs_core.defaults import COMBINED_DISTINCTIVENESS  # noqa: E402
 from prefiqs_core.evaluation.lfw import FaceSet, people_halves  # noqa: E402
 from prefiqs_core.pruning import parse_prune  # noqa: E402
@@ -57,15 +60,25 @@ def run_one(folder, backbone_name, prune, cache, reps, split_seed=0, max_per_per
     ref_b = Reference.build(dense, quality, faces.labels, b)
     cal = fit(ref_a, bb.name, scorer.spec_string, bb.source_sha256, dict(folder=Path(folder).name, half="A"),
               reps=reps, distinctiveness=bb.name in COMBINED_DISTINCTIVENESS)
+    # the bands of combined as `calibrate` fits them (the shipped detector reference, A's faces)
+    det_ref = shipped_detector_reference()
+    scores = np.asarray(faces.detections["scores"], np.float64)
+    cal = fit_combined(cal, det_ref, dense, quality, scores, faces.labels, a, reps=reps)
     ship = shipped(bb.name)
     same = None
     if ship is not None and ship.mismatch(bb.name, scorer.spec_string, bb.source_sha256) is None:
         same = (ship.quantiles == cal.quantiles and [x.__dict__ for x in ship.bands] == [x.__dict__ for x in cal.bands]
                 and (ship.distinctiveness is None) == (cal.distinctiveness is None)
-                and (cal.distinctiveness is None or ship.distinctiveness.to_dict() == cal.distinctiveness.to_dict()))
+                and (cal.distinctiveness is None or ship.distinctiveness.to_dict() == cal.distinctiveness.to_dict())
+                and ship.combined is not None
+                and [x.__dict__ for x in ship.combined.bands] == [x.__dict__ for x in cal.combined.bands])
     res = check(cal, ref_b, reps=reps)
     if cal.distinctiveness is not None:  # combined's third percentile, on the held-out faces
         res["distinctiveness_max_gap"] = uniform_gap(cal.distinctiveness.percentile(ref_b.emb))
+    comb = combined_values(cal, det_ref, quality, scores, dense)
+    found = np.isfinite(comb)
+    res["combined"] = check_combined(cal, Reference.build(dense, np.where(found, comb, 0.0), faces.labels, b & found),
+                                     reps=reps)
     return cal, res, same, ref_b
 
 
@@ -88,6 +101,19 @@ def report(cal, res, same, log=print):
         f"{res['n_bands']} = {res['coverage_confidence']:.0%}; B's own interval overlaps A's confidence interval in "
         f"{res['overlap']:.0%}; A's percentiles on B's faces: largest gap from uniform "
         f"{res['percentile_max_gap']:.1f} percentile points")
+    rc = res["combined"]
+    log(f"\nbands of combined ({len(cal.combined.bands)}; fitted on A's {cal.combined.made['faces']} faces with a "
+        f"detector score), checked on B's:")
+    log("| band | pair combined | A: pairs | A: expected FNMR | A: 95 % prediction | B: pairs | B: measured FNMR | "
+        "inside prediction |")
+    log("|---|---|---|---|---|---|---|---|")
+    for r, b in zip(rc["bands"], cal.combined.bands):
+        log(f"| {r['band']} | {r['lo']:.2f}–{r['hi']:.2f} | {b.pairs} | {r['expected']:.4f} | {r['pred_lo']:.4f}–"
+            f"{r['pred_hi']:.4f} | {r['pairs']} | {r['measured']:.4f} | {'yes' if r['inside'] else '**no**'} |")
+    log(f"coverage of combined: {rc['covered']}/{rc['n_bands']} bands = {rc['coverage']:.0%} inside A's prediction "
+        f"interval; inside A's confidence interval {rc['covered_confidence']}/{rc['n_bands']}; expected FNMR from "
+        f"{cal.combined.bands[0].fnmr:.4f} (worst band) to {cal.combined.bands[-1].fnmr:.4f} (best), against the "
+        f"quality's {cal.bands[0].fnmr:.4f} to {cal.bands[-1].fnmr:.4f}")
     if "distinctiveness_max_gap" in res:
         log(f"distinctiveness (combined's third percentile): A's percentiles on B's faces: largest gap from uniform "
             f"{res['distinctiveness_max_gap']:.1f} percentile points")

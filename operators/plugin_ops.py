@@ -418,26 +418,39 @@ class TagLowQuality(foo.Operator):
             thr = inputs.float("threshold", required=False, label="Quality threshold",
                                description="Tag faces whose quality is below this")
         inputs.float("worst_percent", required=False, label="...or the worst percent")
-        calibrated = "they convert the quality, not the combined value"
+        calibrated = None
         if by == "quality":
             try:
                 runs.calibration_of(ctx.dataset, key)
-                calibrated = None
             except ValueError as e:
                 calibrated = str(e)
-        if calibrated is None:
+            allowed = ("percentile", "max_expected_fnmr") if calibrated is None else ()
+        else:
+            if not runs.has_combined_fnmr(ctx.dataset, key):
+                calibrated = (runs.load_config(ctx.dataset, key).get("combined_expected_fnmr_absent")
+                              or "this run has no expected FNMR of combined")
+            allowed = ("max_expected_fnmr",) if calibrated is None else ()
+        if "percentile" in allowed:
             inputs.float("percentile", required=False, label="...or below this reference percentile",
                          description="0-100: share of the calibration's reference faces with lower quality")
+        if "max_expected_fnmr" in allowed:
             inputs.float("max_expected_fnmr", required=False, label="...or expected FNMR above",
-                         description="A rate, e.g. 0.05: tag faces whose expected FNMR at FMR 1e-3 exceeds it")
-        elif by == "quality":
-            inputs.view("uncalibrated", types.Notice(label=f"Percentile and expected-FNMR thresholds: {calibrated}"))
-        names = ("threshold", "worst_percent") + (("percentile", "max_expected_fnmr") if calibrated is None else ())
-        if by == "combined" and any(ctx.params.get(n) is not None for n in ("percentile", "max_expected_fnmr")):
-            thr.invalid, thr.error_message = True, f"Percentile and expected-FNMR thresholds: {calibrated}"
+                         description="A rate, e.g. 0.05: tag faces whose expected FNMR at FMR 1e-3 exceeds it"
+                                     + (" (by the combined value's bands)" if by == "combined" else ""))
+        if calibrated is not None:
+            what = "Percentile and expected-FNMR thresholds" if by == "quality" else "Expected-FNMR threshold"
+            inputs.view("uncalibrated", types.Notice(label=f"{what}: {calibrated}"))
+        names = ("threshold", "worst_percent") + allowed
+        refused = [n for n in ("percentile", "max_expected_fnmr") if n not in allowed and ctx.params.get(n) is not None]
+        if refused:
+            thr.invalid, thr.error_message = True, (
+                "Percentile thresholds convert the quality, not the combined value"
+                if by == "combined" and calibrated is None else f"Percentile and expected-FNMR thresholds: {calibrated}")
         elif sum(ctx.params.get(n) is not None for n in names) != 1:
-            thr.invalid, thr.error_message = True, ("Give exactly one of threshold, worst percent, percentile or expected FNMR"
-                                                    if calibrated is None else "Give a threshold or a worst percent")
+            words = [{"threshold": "threshold", "worst_percent": "worst percent", "percentile": "percentile",
+                      "max_expected_fnmr": "expected FNMR"}[n] for n in names]
+            thr.invalid, thr.error_message = True, ("Give a threshold or a worst percent" if len(words) == 2 else
+                                                    f"Give exactly one of {', '.join(words[:-1])} or {words[-1]}")
         inputs.str("tag", default="low_quality", label="Tag")
         inputs.bool("label_tags", required=False, label="Tag face labels (patch runs; default yes)")
         inputs.bool("save_view", default=True, label="Save the view <run>_worst")

@@ -74,6 +74,12 @@ class RunFields:
         return self.label_path("combined")
 
     @property
+    def combined_expected_fnmr(self):
+        """Expected FNMR at FMR 1e-3 for the combined value (only where the calibration table has
+        bands of combined fitted with the run's detector reference)."""
+        return self.label_path("combined_expected_fnmr")
+
+    @property
     def distinctiveness(self):
         """Reference percentile of how far the face's dense embedding sits from the average face's
         direction (only where ``combined`` averages it in: the calibration table has that reference)."""
@@ -97,7 +103,7 @@ class RunFields:
         return [self.min_quality if self.patches_field else self.quality, self.sample_error]
 
     def all_paths(self, vectors=VECTORS, calibrated: bool = True, combined: bool = True,
-                  distinctiveness: bool = False) -> list[str]:
+                  distinctiveness: bool = False, combined_fnmr: bool = False) -> list[str]:
         paths = [self.quality, self.drift, self.error] + [self.vector(v) for v in vectors]
         if calibrated:
             paths += [self.percentile, self.expected_fnmr]
@@ -105,6 +111,8 @@ class RunFields:
             paths.append(self.combined)
             if distinctiveness:
                 paths.append(self.distinctiveness)
+            if combined_fnmr:
+                paths.append(self.combined_expected_fnmr)
         if self.patches_field:
             paths += [self.sample_error, self.min_quality]
         return paths
@@ -153,6 +161,11 @@ def calibration_of(samples, run_key: str):
 
 def fields_of(samples, run_key: str) -> RunFields:
     return RunFields(run_key, load_config(samples, run_key).get("patches_field"))
+
+
+def has_combined_fnmr(samples, run_key: str) -> bool:
+    """Whether the run wrote ``K_combined_expected_fnmr`` (its table's bands of combined)."""
+    return fields_of(samples, run_key).combined_expected_fnmr in (load_config(samples, run_key).get("fields") or [])
 
 
 def has_combined(samples, run_key: str) -> bool:

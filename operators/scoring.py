@@ -69,6 +69,10 @@ def compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keypoints_fi
         better); where the calibration table has a distinctiveness reference (dlib's), its
         percentile is averaged in too and written as ``K_distinctiveness``. For other faces it is
         absent and the run's config says why (``combined_absent``)
+    -   beside ``K_combined``, where the calibration table has bands of the combined value fitted
+        with the run's detector reference (the shipped tables do, with the shipped reference):
+        ``K_combined_expected_fnmr``, the expected FNMR at FMR 1e-3 of a pair whose worse face has
+        that combined value; else the config says why (``combined_expected_fnmr_absent``)
 
     Faces that cannot be scored (unreadable image, no face, degenerate box) get their reason in
     ``K_error``; they never stop the run. A custom run ``K`` (``samples.get_run_info(K)``)
@@ -289,16 +293,18 @@ def prepare_compute_prefiqs(samples, run_key="prefiqs", patches_field=None, keyp
         _declare_detection_fields(dataset, patches_field, keypoints_field)
         _record_detector(samples, patches_field, 1, overwrite=False)
     det_ref, combined_absent = _detector_reference(dataset, mode, patches_field, cal, detector_reference)
+    comb_fnmr, comb_fnmr_absent = _combined_fnmr(cal, det_ref)
     config = _run_config(scorer, mode, fields, keypoints_field, checkpoint, batch_size, vectors, specs)
     config.update(calibration=cal.to_dict() if cal else None, calibration_file=calibration or
                   ("shipped" if cal else None), calibration_absent=cal_absent,
                   detector_reference=det_ref.to_dict() if det_ref else None,
                   detector_reference_file=detector_reference or ("shipped" if det_ref else None),
-                  combined_absent=combined_absent,
+                  combined_absent=combined_absent, combined_expected_fnmr_absent=comb_fnmr_absent,
                   fields=fields.all_paths(vectors, calibrated=cal is not None, combined=det_ref is not None,
-                                          distinctiveness=_distinct(cal, det_ref)))
+                                          distinctiveness=_distinct(cal, det_ref), combined_fnmr=comb_fnmr))
     _prepare_run(samples, fields, config, overwrite, resume)
-    _declare_fields(dataset, fields, vectors, cal is not None, det_ref is not None, _distinct(cal, det_ref))
+    _declare_fields(dataset, fields, vectors, cal is not None, det_ref is not None, _distinct(cal, det_ref),
+                    comb_fnmr)
     return dict(scorer=scorer, fields=fields, mode=mode, keypoints_field=keypoints_field, vectors=vectors,
                 calibration=cal, detector_reference=det_ref)
 
@@ -440,12 +446,24 @@ def _prepare_run(samples, fields, config, overwrite, resume):
     runs.update_results(dataset, key, summary={}, visualizations={})
 
 
+def _combined_fnmr(cal, ref) -> tuple[bool, str | None]:
+    """Whether this run writes ``K_combined_expected_fnmr`` (the table's bands of combined hold for
+    its detector reference), and why not when it does not (None when it has no combined at all)."""
+    from ..prefiqs_core.combined import combined_bands_for
+
+    if ref is None:
+        return False, None
+    bands, why = combined_bands_for(cal, ref)
+    return bands is not None, why
+
+
 def _distinct(cal, ref) -> bool:
     """Whether this run's ``combined`` averages in distinctiveness (and writes its percentile)."""
     return cal is not None and ref is not None and cal.distinctiveness is not None
 
 
-def _declare_fields(dataset, fields, vectors, calibrated=False, combined=False, distinctiveness=False):
+def _declare_fields(dataset, fields, vectors, calibrated=False, combined=False, distinctiveness=False,
+                    combined_fnmr=False):
     # Declared up front so that the App can filter on them and brain finds the vectors by name
     # (an undeclared embedded vector makes compute_visualization fall back to a zoo model).
     wanted = [(fields.quality, fo.FloatField), (fields.drift, fo.FloatField), (fields.error, fo.StringField)]
@@ -455,6 +473,8 @@ def _declare_fields(dataset, fields, vectors, calibrated=False, combined=False, 
         wanted.append((fields.combined, fo.FloatField))
         if distinctiveness:
             wanted.append((fields.distinctiveness, fo.FloatField))
+        if combined_fnmr:
+            wanted.append((fields.combined_expected_fnmr, fo.FloatField))
     wanted += [(fields.vector(v), fo.VectorField) for v in vectors]
     if fields.patches_field:
         wanted += [(fields.min_quality, fo.FloatField), (fields.sample_error, fo.StringField)]
@@ -485,17 +505,23 @@ def _calibrated(cal, quality: list) -> tuple[list, list]:
             [None if v is None else float(f) for v, f in zip(quality, fnmr)])
 
 
-def _combined(cal, ref, quality: list, det_scores: list, dense=None) -> tuple[list, list | None]:
-    """``K_combined`` beside each quality (None without a quality or a detector score), and
-    ``K_distinctiveness`` where the table averages it in (else None): ``dense`` holds each face's
-    unit dense embedding (a row of NaN where it has none)."""
-    from ..prefiqs_core.combined import combined_with_distinctiveness
+def _combined(cal, ref, quality: list, det_scores: list, dense=None) -> tuple[list, list | None, list | None]:
+    """``K_combined`` beside each quality (None without a quality or a detector score),
+    ``K_distinctiveness`` where the table averages it in (else None: ``dense`` holds each face's unit
+    dense embedding, a row of NaN where it has none), and ``K_combined_expected_fnmr`` where the
+    table's bands of combined hold for ``ref`` (else None)."""
+    from ..prefiqs_core.combined import combined_bands_for, combined_with_distinctiveness
 
     q = np.array([np.nan if v is None else v for v in quality], np.float64)
     d = np.array([np.nan if v is None else v for v in det_scores], np.float64)
     out, pct = combined_with_distinctiveness(cal, ref, q, d, dense)
-    return ([None if np.isnan(v) else float(v) for v in out],
-            None if pct is None else [None if np.isnan(v) else float(v) for v in pct])
+    bands = combined_bands_for(cal, ref)[0]
+
+    def listed(a):
+        return [None if np.isnan(v) else float(v) for v in a]
+
+    return (listed(out), None if pct is None else listed(pct),
+            None if bands is None else listed(bands.expected_fnmr(out)))
 
 
 def _rows_of(res, rows: list, n: int, cal) -> np.ndarray | None:
@@ -540,10 +566,12 @@ def _score_images(view, fields, mode, scorer, batch_size, vectors, tally, cal=No
         view.set_values(fields.percentile, pct)
         view.set_values(fields.expected_fnmr, fnmr)
         if ref is not None:
-            comb, distinct = _combined(cal, ref, quality, det_scores, _rows_of(res, rows, len(ids), cal))
+            comb, distinct, comb_fnmr = _combined(cal, ref, quality, det_scores, _rows_of(res, rows, len(ids), cal))
             view.set_values(fields.combined, comb)
             if distinct is not None:
                 view.set_values(fields.distinctiveness, distinct)
+            if comb_fnmr is not None:
+                view.set_values(fields.combined_expected_fnmr, comb_fnmr)
     view.set_values(fields.error, errors)
     view.set_values(fields.quality, quality)
 
@@ -592,17 +620,19 @@ def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_si
     extra = ["percentile", "expected_fnmr"] if cal is not None else []
     extra += ["combined"] if cal is not None and ref is not None else []
     extra += ["distinctiveness"] if _distinct(cal, ref) else []
+    extra += ["combined_expected_fnmr"] if _combined_fnmr(cal, ref)[0] else []
     label_values = {name: [] for name in ["quality", "drift", "error"] + vectors + extra}
     if cal is not None and owners:
         pct, fnmr = cal.percentile(res.quality), cal.expected_fnmr(res.quality)
-        comb, distinct = _combined(cal, ref, list(res.quality), det_scores, res.dense) if ref is not None \
-            else (None, None)
+        comb, distinct, comb_fnmr = _combined(cal, ref, list(res.quality), det_scores, res.dense) \
+            if ref is not None else (None, None, None)
     for j, (i, lid) in enumerate(owners):
         q = float(res.quality[j])
         min_quality[i] = q if min_quality[i] is None else min(min_quality[i], q)
         calibrated = [("percentile", float(pct[j])), ("expected_fnmr", float(fnmr[j]))] if extra else []
         calibrated += [("combined", comb[j])] if "combined" in extra else []
         calibrated += [("distinctiveness", distinct[j])] if "distinctiveness" in extra else []
+        calibrated += [("combined_expected_fnmr", comb_fnmr[j])] if "combined_expected_fnmr" in extra else []
         for name, value in [("quality", q), ("drift", float(res.drift[j])), ("error", None)] + calibrated + \
                 [(v, getattr(res, v)[j].astype(np.float32)) for v in vectors]:
             label_values[name].append(dict(sample_id=ids[i], label_id=lid, value=value))

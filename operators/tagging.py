@@ -24,8 +24,10 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
 
     ``by="combined"`` ranks faces by ``K_combined`` (the quality's and the detector score's, and on
     dlib's network the distinctiveness, reference percentiles averaged, 0–100) instead of the
-    quality: ``threshold`` is then a combined value and
-    ``worst_percent`` the worst by it; the run must have written it (faces of the built-in detector).
+    quality: ``threshold`` is then a combined value, ``worst_percent`` the worst by it and
+    ``max_expected_fnmr`` converted by the table's bands of combined (``K_combined_expected_fnmr``,
+    returned as ``threshold_combined``); the run must have written them (faces of the built-in
+    detector). ``percentile`` converts the quality only.
 
     Args:
         samples: the dataset or a view of it
@@ -33,7 +35,8 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
         threshold (None): quality cutoff in [0, 1] (with ``by="combined"``: a combined value in [0, 100])
         worst_percent (None): percentage of faces, in (0, 100]
         percentile (None): reference percentile in [0, 100]: tag faces whose ``K_percentile`` is below it
-        max_expected_fnmr (None): in [0, 1]: tag faces whose ``K_expected_fnmr`` is above it
+        max_expected_fnmr (None): in [0, 1]: tag faces whose ``K_expected_fnmr`` (with ``by="combined"``:
+            ``K_combined_expected_fnmr``) is above it
         tag ("low_quality"): the tag to apply
         label_tags (None): tag the face Detections (label tags) rather than the samples; default
             True for patch-level runs. Sample-level runs always use sample tags
@@ -42,9 +45,10 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
         by ("quality"): rank faces by ``"quality"`` or by ``"combined"``
 
     Returns:
-        a dict with ``num_tagged``, ``cutoff`` (the highest tagged quality), ``threshold_quality``
-        (the raw quality threshold used, None for ``worst_percent``), ``tag``, ``label_tags`` and
-        ``saved_view``
+        a dict with ``num_tagged``, ``cutoff`` (the highest tagged quality, or combined value),
+        ``threshold_quality`` (the raw quality threshold used, None for ``worst_percent`` and with
+        ``by="combined"``), ``threshold_combined`` (the combined threshold used with ``by="combined"``,
+        None for ``worst_percent``), ``tag``, ``label_tags`` and ``saved_view``
     """
     given = [k for k, v in dict(threshold=threshold, worst_percent=worst_percent, percentile=percentile,
                                 max_expected_fnmr=max_expected_fnmr).items() if v is not None]
@@ -57,9 +61,9 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
         raise ValueError(f"max_expected_fnmr is a rate in [0, 1], got {max_expected_fnmr}")
     if by not in BY:
         raise ValueError(f"by is one of {', '.join(BY)}, got {by!r}")
-    if by == "combined" and (percentile is not None or max_expected_fnmr is not None):
-        raise ValueError("percentile and max_expected_fnmr convert the quality; with by='combined' give a "
-                         "threshold (a combined value, 0-100) or worst_percent")
+    if by == "combined" and percentile is not None:
+        raise ValueError("percentile converts the quality; with by='combined' give a threshold (a combined "
+                         "value, 0-100), worst_percent or max_expected_fnmr")
     top = 100 if by == "combined" else 1
     if threshold is not None and not 0 <= float(threshold) <= top:
         raise ValueError(f"threshold is a{' combined value' if by == 'combined' else ' quality'} in [0, {top}], "
@@ -75,9 +79,17 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
             why = (runs.load_config(samples, run_key).get("combined_absent")
                    or "it was computed before combined values existed")
             raise ValueError(f"run {run_key!r} has no combined values ({why}); rank by quality")
+        if max_expected_fnmr is not None and not runs.has_combined_fnmr(samples, run_key):
+            why = (runs.load_config(samples, run_key).get("combined_expected_fnmr_absent")
+                   or "it was computed before the tables had bands of combined")
+            raise ValueError(f"run {run_key!r} has no expected FNMR of combined ({why}); give a combined "
+                             "threshold or worst_percent")
     value = fields.combined if by == "combined" else fields.quality
     cut = None if threshold is None else float(threshold)
-    if percentile is not None or max_expected_fnmr is not None:
+    if by == "combined" and max_expected_fnmr is not None:
+        # the same bands wrote K_combined_expected_fnmr: "expected FNMR > x" is "combined < cut"
+        cut = runs.calibration_of(samples, run_key).combined.combined_for_fnmr(float(max_expected_fnmr))
+    elif percentile is not None or max_expected_fnmr is not None:
         cal = runs.calibration_of(samples, run_key)
         # the same table wrote K_percentile / K_expected_fnmr, so "percentile < p" is "quality < cut"
         cut = (float(cal.quality_at_percentile(float(percentile))) if percentile is not None
@@ -121,7 +133,8 @@ def tag_low_quality(samples, run_key="prefiqs", threshold=None, worst_percent=No
     cutoff = max((r[2] for r in picked), default=None)
     info = dict(by=by, tag=tag, label_tags=label_tags, threshold=threshold, worst_percent=worst_percent,
                 percentile=percentile, max_expected_fnmr=max_expected_fnmr,
-                threshold_quality=None if cut is None or cut == -float("inf") else cut,
+                threshold_quality=None if by == "combined" or cut is None or cut == -float("inf") else cut,
+                threshold_combined=None if by != "combined" or cut is None or cut == -float("inf") else cut,
                 num_tagged=len(picked), cutoff=cutoff, saved_view=saved)
     runs.update_results(dataset, run_key, tagging=info)
     return info

@@ -158,6 +158,90 @@ class Distinctiveness:
         return dict(direction=[float(v) for v in self.direction], quantiles=[float(v) for v in self.quantiles])
 
 
+class Bands:
+    """Expected FNMR by band of a per-face value (a pair's value = the lower of its two faces'):
+    ``bands`` sorted by value, the first open below, the last above."""
+
+    def __init__(self, bands, what: str = "quality"):
+        self.bands = [b if isinstance(b, Band) else Band(**b) for b in bands]
+        if not self.bands:
+            raise ValueError(f"calibration table: no FNMR bands of {what}")
+        fn = np.array([b.fnmr for b in self.bands])
+        if np.any(np.diff(fn) > 1e-12):
+            raise ValueError(f"calibration table: expected FNMR must not increase with {what}")
+        self.what = what
+        self.edges = np.array([b.hi for b in self.bands[:-1]], np.float64)  # inner band edges
+        self.fnmr = fn
+        self.lo = np.array([b.fnmr_lo for b in self.bands])
+        self.hi = np.array([b.fnmr_hi for b in self.bands])
+        self.pred_lo = np.array([b.pred_lo for b in self.bands])
+        self.pred_hi = np.array([b.pred_hi for b in self.bands])
+
+    def index(self, values):
+        return np.searchsorted(self.edges, np.asarray(values, np.float64), side="right")
+
+    def expected_fnmr(self, values):
+        v = np.asarray(values, np.float64)
+        return np.where(np.isnan(v), np.nan, self.fnmr[self.index(np.nan_to_num(v))])
+
+    def interval(self, values, kind: str = "confidence"):
+        i = self.index(np.nan_to_num(np.asarray(values, np.float64)))
+        if kind == "confidence":
+            return self.lo[i], self.hi[i]
+        if kind == "prediction":
+            return self.pred_lo[i], self.pred_hi[i]
+        raise ValueError(f"kind is 'confidence' or 'prediction', not {kind!r}")
+
+    def lowest_for(self, max_fnmr: float) -> float:
+        """The lowest value from which on the expected FNMR is at most ``max_fnmr`` (−inf when every
+        band is that good). Raises when no band is."""
+        ok = np.flatnonzero(self.fnmr <= float(max_fnmr))
+        if not len(ok):
+            raise ValueError(f"no {self.what} band of this calibration has expected FNMR ≤ {max_fnmr:g} "
+                             f"(the best band's is {self.fnmr[-1]:.4g})")
+        i = int(ok[0])
+        return -np.inf if i == 0 else float(self.bands[i].lo)
+
+
+@dataclass
+class CombinedBands:
+    """Expected FNMR by band of the ``combined`` value (:mod:`prefiqs_core.combined`, 0–100), fitted
+    on the same reference faces as the table that holds it. ``combined`` averages the detector
+    score's percentile in, so the bands hold only with the detector reference they were made with
+    (``detector``: its :meth:`~prefiqs_core.combined.DetectorReference.summary` and ``digest``)."""
+
+    bands: list
+    detector: dict
+    made: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._b = Bands(self.bands, "combined value")
+        self.bands = self._b.bands
+        if "digest" not in self.detector:
+            raise ValueError("calibration table: the combined bands lack their detector reference's digest")
+
+    def expected_fnmr(self, combined):
+        """Expected FNMR at the table's FMR of a pair whose worse face has this combined value."""
+        return self._b.expected_fnmr(combined)
+
+    def expected_fnmr_interval(self, combined, kind: str = "confidence"):
+        return self._b.interval(combined, kind)
+
+    def combined_for_fnmr(self, max_fnmr: float) -> float:
+        """The lowest combined value from which on the expected FNMR is at most ``max_fnmr``."""
+        return self._b.lowest_for(max_fnmr)
+
+    def mismatch(self, detector_reference) -> str | None:
+        """Why these bands do not hold for combined values made with ``detector_reference``, or None."""
+        if detector_reference.digest() != self.detector["digest"]:
+            return ("the combined bands were fitted with another detector reference "
+                    f"({self.detector['digest']}, not {detector_reference.digest()})")
+        return None
+
+    def to_dict(self) -> dict:
+        return dict(bands=[asdict(b) for b in self.bands], detector=dict(self.detector), made=dict(self.made))
+
+
 @dataclass
 class Calibration:
     """A calibration table (see the module docstring). ``quantiles[i]`` is the reference quality at
@@ -172,27 +256,20 @@ class Calibration:
     made: dict = field(default_factory=dict)
     schema: int = SCHEMA
     distinctiveness: Distinctiveness | None = None  # when set, ``combined`` averages its percentile in
+    combined: CombinedBands | None = None  # when set, expected FNMR of the combined value too
 
     def __post_init__(self):
-        self.bands = [b if isinstance(b, Band) else Band(**b) for b in self.bands]
         if isinstance(self.distinctiveness, dict):
             self.distinctiveness = Distinctiveness(**self.distinctiveness)
+        if isinstance(self.combined, dict):
+            self.combined = CombinedBands(**self.combined)
         q = np.asarray(self.quantiles, np.float64)
         if q.shape != PERCENTILE_LEVELS.shape or np.any(np.diff(q) < 0) or not np.all(np.isfinite(q)):
             raise ValueError("calibration table: 'quantiles' must be 101 non-decreasing finite qualities "
                              "(percentiles 0..100)")
-        if not self.bands:
-            raise ValueError("calibration table: no FNMR bands")
-        fn = np.array([b.fnmr for b in self.bands])
-        if np.any(np.diff(fn) > 1e-12):
-            raise ValueError("calibration table: expected FNMR must not increase with quality")
         self._q = q
-        self._edges = np.array([b.hi for b in self.bands[:-1]], np.float64)  # inner band edges
-        self._fnmr = fn
-        self._lo = np.array([b.fnmr_lo for b in self.bands])
-        self._hi = np.array([b.fnmr_hi for b in self.bands])
-        self._pred_lo = np.array([b.pred_lo for b in self.bands])
-        self._pred_hi = np.array([b.pred_hi for b in self.bands])
+        self._b = Bands(self.bands)
+        self.bands = self._b.bands
 
     # ---- conversions -------------------------------------------------------------------------
     def percentile(self, quality):
@@ -209,34 +286,23 @@ class Calibration:
         return np.interp(p, PERCENTILE_LEVELS, self._q)
 
     def band_index(self, quality):
-        return np.searchsorted(self._edges, np.asarray(quality, np.float64), side="right")
+        return self._b.index(quality)
 
     def expected_fnmr(self, quality):
         """Expected FNMR at FMR ``fmr`` of a pair whose worse face has this quality (the band's
         smoothed value; constant within a band, non-increasing in quality)."""
-        q = np.asarray(quality, np.float64)
-        return np.where(np.isnan(q), np.nan, self._fnmr[self.band_index(np.nan_to_num(q))])
+        return self._b.expected_fnmr(quality)
 
     def expected_fnmr_interval(self, quality, kind: str = "confidence"):
         """``(lo, hi)`` arrays around :meth:`expected_fnmr`: the 95 % ``"confidence"`` interval of
         the reference rate, or the 95 % ``"prediction"`` interval of a rate measured on another set
         of as many people (wider: that set has sampling noise of its own)."""
-        i = self.band_index(np.nan_to_num(np.asarray(quality, np.float64)))
-        if kind == "confidence":
-            return self._lo[i], self._hi[i]
-        if kind == "prediction":
-            return self._pred_lo[i], self._pred_hi[i]
-        raise ValueError(f"kind is 'confidence' or 'prediction', not {kind!r}")
+        return self._b.interval(quality, kind)
 
     def quality_for_fnmr(self, max_fnmr: float) -> float:
         """The lowest raw quality from which on the expected FNMR is at most ``max_fnmr``: faces
         below it are those with expected FNMR above ``max_fnmr``. Raises when no band is that good."""
-        ok = np.flatnonzero(self._fnmr <= float(max_fnmr))
-        if not len(ok):
-            raise ValueError(f"no quality band of this calibration has expected FNMR ≤ {max_fnmr:g} "
-                             f"(the best band's is {self._fnmr[-1]:.4g})")
-        i = int(ok[0])
-        return -np.inf if i == 0 else float(self.bands[i].lo)
+        return self._b.lowest_for(max_fnmr)
 
     # ---- which setting it belongs to -----------------------------------------------------------
     def mismatch(self, backbone: str, spec, weights_sha256: str) -> str | None:
@@ -267,7 +333,8 @@ class Calibration:
     def summary(self) -> dict:
         """What a run record or a CSV sidecar keeps of the table it used."""
         return dict(backbone=self.backbone, prune=self.prune, weights_sha256=self.weights_sha256, fmr=self.fmr,
-                    bands=len(self.bands), distinctiveness=self.distinctiveness is not None, made=self.made)
+                    bands=len(self.bands), distinctiveness=self.distinctiveness is not None,
+                    combined_bands=0 if self.combined is None else len(self.combined.bands), made=self.made)
 
     # ---- files ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -276,6 +343,8 @@ class Calibration:
                  quantiles=[float(v) for v in self.quantiles], bands=[asdict(b) for b in self.bands])
         if self.distinctiveness is not None:
             d["distinctiveness"] = self.distinctiveness.to_dict()
+        if self.combined is not None:
+            d["combined"] = self.combined.to_dict()
         return d
 
     def save(self, path) -> Path:
@@ -286,7 +355,7 @@ class Calibration:
         if d.get("schema") != SCHEMA:
             raise ValueError(f"calibration table schema {d.get('schema')!r}; this version reads schema {SCHEMA}")
         keys = ("backbone", "prune", "weights_sha256", "quantiles", "bands", "fmr", "made", "schema",
-                "distinctiveness")
+                "distinctiveness", "combined")
         missing = [k for k in keys[:5] if k not in d]
         if missing:
             raise ValueError(f"calibration table lacks {', '.join(missing)}")
@@ -522,6 +591,17 @@ def fit(ref: Reference, backbone: str, prune, weights_sha256: str, made: dict | 
     failures are not independent draws; resampling people (not pairs) keeps that, and a
     pair-level binomial interval alone would be too narrow.
     """
+    bands, info = _fit_bands(ref, made, n_bands, min_errors, min_pairs, reps, seed)
+    fq = ref.face_quality
+    quantiles = np.percentile(fq, PERCENTILE_LEVELS)
+    quantiles = np.maximum.accumulate(quantiles)  # guard against rounding in np.percentile
+    return Calibration(backbone=backbone, prune=normalise_spec(prune), weights_sha256=weights_sha256,
+                       quantiles=[float(v) for v in quantiles], bands=bands, fmr=float(ref.fmr), made=info,
+                       distinctiveness=Distinctiveness.fit(ref.emb) if distinctiveness else None)
+
+
+def _fit_bands(ref: Reference, made, n_bands, min_errors, min_pairs, reps, seed, what: str = "quality"):
+    """``(bands, record)``: the expected-FNMR bands of ``ref``'s per-face values (:func:`fit`)."""
     pq, err = ref.pair_quality, ref.errors
     edges = make_bands(pq, err, n_bands, min_errors, min_pairs)
     n, k = ref.band_counts(edges)
@@ -545,25 +625,47 @@ def fit(ref: Reference, backbone: str, prune, weights_sha256: str, made: dict | 
     plo, phi = np.percentile(pred, [2.5, 97.5], axis=0)
     plo = np.clip(np.minimum.reduce([plo, wl, lo]), 0, 1)
     phi = np.clip(np.maximum.reduce([phi, wh, hi]), 0, 1)
-    fq = ref.face_quality
-    quantiles = np.percentile(fq, PERCENTILE_LEVELS)
-    quantiles = np.maximum.accumulate(quantiles)  # guard against rounding in np.percentile
     band_lo = np.r_[pq.min(), edges]
     band_hi = np.r_[edges, pq.max()]
     bands = [Band(*map(float, (a, b)), int(ni), int(ki), *map(float, (r, s, x, y, u, v)))
              for a, b, ni, ki, r, s, x, y, u, v in zip(band_lo, band_hi, n, k, raw, smooth, lo, hi, plo, phi)]
     info = dict(made or {})
-    info.update(faces=int(len(fq)), people=int(ref.pairs.n_people), genuine_pairs=int(len(pq)),
+    info.update(faces=int(len(ref.pairs.faces)), people=int(ref.pairs.n_people), genuine_pairs=int(len(pq)),
                 impostor_pairs=int(len(ref.pairs.impostor)), false_non_matches=int(err.sum()),
-                threshold=float(ref.threshold), pair_quality="min of the two faces' qualities",
-                bands="equal-count bands of genuine pairs by pair quality, merged from the worst up until "
+                threshold=float(ref.threshold), pair_quality=f"min of the two faces' {what} values",
+                bands=f"equal-count bands of genuine pairs by pair {what}, merged from the worst up until "
                       f"each holds >= {min_errors} false non-matches and >= {min_pairs} pairs "
                       f"(from {n_bands}); the first band is open below, the last above",
                 smoothing="pool adjacent violators, weighted by pairs, non-increasing in quality",
                 interval=INTERVAL_METHOD, bootstrap_replicates=int(reps), bootstrap_seed=int(seed))
-    return Calibration(backbone=backbone, prune=normalise_spec(prune), weights_sha256=weights_sha256,
-                       quantiles=[float(v) for v in quantiles], bands=bands, fmr=float(ref.fmr), made=info,
-                       distinctiveness=Distinctiveness.fit(ref.emb) if distinctiveness else None)
+    return bands, info
+
+
+def fit_combined(cal: Calibration, detector_reference, dense, quality, det_scores, labels, mask=None,
+                 n_bands: int = 16, min_errors: int = 10, min_pairs: int = 200, reps: int = 1000,
+                 seed: int = 0) -> Calibration:
+    """``cal`` with expected-FNMR bands of the ``combined`` value added (:class:`CombinedBands`).
+
+    The reference faces are those ``cal`` was fitted on (``mask`` of ``dense``/``quality``/``labels``,
+    as given to :func:`fit`); their combined values are made exactly as a scored face's are
+    (:func:`prefiqs_core.combined.combined_values` with ``cal`` and ``detector_reference``). Faces with
+    no detector score (NaN in ``det_scores``) have no combined value and are left out, with their
+    pairs. The bands, smoothing and intervals are :func:`fit`'s, on combined values instead of
+    qualities.
+    """
+    from dataclasses import replace
+
+    from .combined import combined_values
+
+    keep = np.ones(len(labels), bool) if mask is None else np.asarray(mask, bool)
+    comb = combined_values(cal, detector_reference, quality, det_scores,
+                           dense if cal.distinctiveness is not None else None)
+    found = np.isfinite(comb)
+    ref = Reference.build(dense, np.where(found, comb, 0.0), labels, keep & found, cal.fmr)
+    bands, info = _fit_bands(ref, dict(left_out_no_detector_score=int((keep & ~found).sum())), n_bands,
+                             min_errors, min_pairs, reps, seed, what="combined")
+    det = detector_reference.summary() | dict(digest=detector_reference.digest())
+    return replace(cal, combined=CombinedBands(bands, det, info))
 
 
 def _fill_rows(a: np.ndarray) -> np.ndarray:
@@ -598,7 +700,21 @@ def check(cal: Calibration, ref: Reference, reps: int = 1000, seed: int = 1) -> 
     measurement misses more often: it has noise of its own); the measured data's own people-level
     95 % interval and whether it overlaps the confidence interval; and how far the table's
     percentiles are from uniform on the new faces."""
-    edges = cal._edges
+    return check_bands(cal._b, ref, reps, seed) | dict(percentile_max_gap=uniform_gap(cal.percentile(ref.face_quality)))
+
+
+def check_combined(cal: Calibration, ref: Reference, reps: int = 1000, seed: int = 1) -> dict:
+    """:func:`check` for the table's bands of combined: ``ref`` holds the other faces' combined values
+    (made with the table and the detector reference the bands were fitted with) as its qualities."""
+    if cal.combined is None:
+        raise ValueError("this calibration table has no bands of combined")
+    return check_bands(cal.combined._b, ref, reps, seed)
+
+
+def check_bands(table: Bands, ref: Reference, reps: int = 1000, seed: int = 1) -> dict:
+    """:func:`check`'s per-band part for any bands (a table's quality bands, or its combined bands
+    with ``ref`` built on combined values)."""
+    edges = table.edges
     n, k = ref.band_counts(edges)
     with np.errstate(invalid="ignore", divide="ignore"):
         measured = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
@@ -606,22 +722,21 @@ def check(cal: Calibration, ref: Reference, reps: int = 1000, seed: int = 1) -> 
     with np.errstate(invalid="ignore", divide="ignore"):
         boot = np.where(w > 0, e / np.where(w > 0, w, 1), np.nan)
     own_lo, own_hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
-    lo, hi = cal._pred_lo, cal._pred_hi
+    lo, hi = table.pred_lo, table.pred_hi
     # the question "does data of other people measure what the table says" is the prediction interval's
     inside = (measured >= lo) & (measured <= hi)
-    inside_ci = (measured >= cal._lo) & (measured <= cal._hi)
+    inside_ci = (measured >= table.lo) & (measured <= table.hi)
     valid = n > 0
-    overlap = (own_lo <= cal._hi) & (own_hi >= cal._lo)
+    overlap = (own_lo <= table.hi) & (own_hi >= table.lo)
     rows = [dict(band=i, lo=b.lo, hi=b.hi, pairs=int(n[i]), errors=int(k[i]), measured=float(measured[i]),
                  expected=b.fnmr, expected_lo=b.fnmr_lo, expected_hi=b.fnmr_hi, pred_lo=b.pred_lo,
                  pred_hi=b.pred_hi, inside=bool(inside[i]), inside_confidence=bool(inside_ci[i]),
                  own_lo=float(own_lo[i]), own_hi=float(own_hi[i]), overlap=bool(overlap[i]))
-            for i, b in enumerate(cal.bands)]
+            for i, b in enumerate(table.bands)]
     return dict(bands=rows, coverage=float(inside[valid].mean()), covered=int(inside[valid].sum()),
                 n_bands=int(valid.sum()), coverage_confidence=float(inside_ci[valid].mean()),
                 covered_confidence=int(inside_ci[valid].sum()), overlap=float(overlap[valid].mean()),
-                threshold=float(ref.threshold), fnmr=float(ref.errors.mean()),
-                percentile_max_gap=uniform_gap(cal.percentile(ref.face_quality)))
+                threshold=float(ref.threshold), fnmr=float(ref.errors.mean()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ CALIBRATION_COLUMNS = ["percentile", "expected_fnmr"]
 COMBINED_COLUMNS = ["combined"]
 # after it, where the calibration table averages distinctiveness into combined (dlib's): its percentile
 DISTINCTIVENESS_COLUMNS = ["distinctiveness"]
+# last, where the table also has bands of combined fitted with the run's detector reference
+COMBINED_FNMR_COLUMNS = ["combined_expected_fnmr"]
 
 
 def _add_model_args(p: argparse.ArgumentParser):
@@ -119,7 +121,7 @@ def cmd_score(args) -> int:
           f"calibration: {cal.made.get('source', 'table')} ({cal.backbone}, {cal.prune}) -> columns percentile, "
           "expected_fnmr", file=sys.stderr)
     mode = "aligned" if args.aligned else "detect"
-    from .combined import DETECTOR, describe, resolve_detector_reference
+    from .combined import DETECTOR, combined_bands_for, describe, resolve_detector_reference
 
     try:  # the pipeline's own detector (DlibDetector, upsample 1) finds the faces in detect mode
         det_ref, why_no_combined = resolve_detector_reference(
@@ -129,9 +131,12 @@ def cmd_score(args) -> int:
         print(f"error: --detector-reference: {e}", file=sys.stderr)
         return 1
     distinct = det_ref is not None and cal.distinctiveness is not None
+    comb_bands, why_no_comb_fnmr = combined_bands_for(cal, det_ref)
     if det_ref is not None:
         print(f"combined: {describe(cal)} (detector reference: {args.detector_reference or 'shipped'}) -> "
-              f"column combined" + (", and distinctiveness" if distinct else ""), file=sys.stderr)
+              f"column combined" + (", and distinctiveness" if distinct else "")
+              + (", and combined_expected_fnmr" if comb_bands else f"; no combined_expected_fnmr: {why_no_comb_fnmr}"),
+              file=sys.stderr)
     dataset = ChipDataset(paths, scorer.backbone.preprocess, mode)
     images = tqdm(iter_images(dataset, args.workers, args.batch_size, args.device), total=len(paths), unit="img",
                   disable=args.quiet, file=sys.stderr)
@@ -141,7 +146,7 @@ def cmd_score(args) -> int:
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS + (CALIBRATION_COLUMNS if cal else []) + (COMBINED_COLUMNS if det_ref else [])
-                   + (DISTINCTIVENESS_COLUMNS if distinct else []))
+                   + (DISTINCTIVENESS_COLUMNS if distinct else []) + (COMBINED_FNMR_COLUMNS if comb_bands else []))
         for row in score_images(scorer, images, args.batch_size, keep_embeddings=distinct):
             box = row.box or ("", "", "", "")
             if row.error:
@@ -154,7 +159,7 @@ def cmd_score(args) -> int:
                         "" if row.drift is None else f"{row.drift:.6f}",
                         "" if row.quality is None else f"{row.quality:.6f}", row.error or "",
                         *(_calibrated(cal, row.quality) if cal else []),
-                        *(_combined(cal, det_ref, row) if det_ref else [])])
+                        *(_combined(cal, det_ref, row, comb_bands) if det_ref else [])])
     sidecar = out.with_name(out.name + ".json")
     record = dict(calibration=cal.summary() | dict(file=str(args.calibration or "shipped")) if cal else None,
                   detector_reference=det_ref.summary() | dict(file=str(args.detector_reference or "shipped"))
@@ -163,6 +168,8 @@ def cmd_score(args) -> int:
         record["calibration_absent"] = why
     if det_ref is None:
         record["combined_absent"] = why_no_combined
+    elif comb_bands is None:
+        record["combined_expected_fnmr_absent"] = why_no_comb_fnmr
     sidecar.write_text(json.dumps(scorer.config() | record | dict(faces=n_ok, skipped=n_err), indent=1) + "\n")
     print(f"scored {n_ok} faces from {len(paths)} files ({n_err} skipped) -> {out} (settings: {sidecar.name})",
           file=sys.stderr)
@@ -184,19 +191,24 @@ def _calibrated(cal, quality) -> list[str]:
     return [f"{float(cal.percentile(quality)):.2f}", f"{float(cal.expected_fnmr(quality)):.5f}"]
 
 
-def _combined(cal, det_ref, row) -> list[str]:
-    """The combined cell, and the distinctiveness cell where the table has that reference."""
+def _combined(cal, det_ref, row, comb_bands=None) -> list[str]:
+    """The combined cell, the distinctiveness cell where the table has that reference, and the
+    combined value's expected FNMR where ``comb_bands`` is given."""
     import math
 
     from .combined import combined_with_distinctiveness
 
     distinct = cal.distinctiveness is not None
+    tail = [""] if comb_bands is not None else []
     if row.quality is None:
-        return ["", ""] if distinct else [""]
+        return (["", ""] if distinct else [""]) + tail
     det = math.nan if row.det_score is None else row.det_score  # no detector score: no combined value
     comb, pct = combined_with_distinctiveness(cal, det_ref, [row.quality], [det], row.dense[None] if distinct else None)
-    cells = ["" if math.isnan(comb[0]) else f"{float(comb[0]):.2f}"]
-    return cells + ([f"{float(pct[0]):.2f}"] if distinct else [])
+    c = float(comb[0])
+    cells = ["" if math.isnan(c) else f"{c:.2f}"] + ([f"{float(pct[0]):.2f}"] if distinct else [])
+    if comb_bands is not None:
+        cells.append("" if math.isnan(c) else f"{float(comb_bands.expected_fnmr(c)):.5f}")
+    return cells
 
 
 # ---- commands that measure on an identity folder (calibrate, detector-reference) --------------
@@ -286,6 +298,14 @@ def cmd_calibrate(args) -> int:
     from .calibration import Reference, fit, reference_scores
     from .evaluation.lfw import FaceSet
 
+    det_ref = None
+    if args.combined != "no":  # a reference that cannot be read is refused before any face is
+        from .combined import DETECTOR, resolve_detector_reference
+        try:
+            det_ref, _ = resolve_detector_reference(args.detector_reference, calibrated=True, detector=DETECTOR)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: --detector-reference: {e}", file=sys.stderr)
+            return 1
     folder = _identity_folder(args)
     if folder is None:
         return 1
@@ -311,6 +331,10 @@ def cmd_calibrate(args) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if det_ref is not None:
+        cal = _fit_combined_or_none(args, cal, det_ref, faces, dense, quality)
+        if cal is None:
+            return 1
     cal.save(args.out)
     m = cal.made
     print(f"{m['faces']} faces of {m['people']} people, {m['genuine_pairs']} genuine / {m['impostor_pairs']} "
@@ -319,13 +343,40 @@ def cmd_calibrate(args) -> int:
     for b in cal.bands:
         print(f"  pair quality [{b.lo:.4f}, {b.hi:.4f}): {b.pairs:6d} pairs, FNMR {b.fnmr_raw:.4f} -> "
               f"expected {b.fnmr:.4f} [{b.fnmr_lo:.4f}, {b.fnmr_hi:.4f}]", file=sys.stderr)
-    print(f"wrote {args.out}: {len(cal.bands)} bands" + (", and the distinctiveness reference" if distinct else ""),
-          file=sys.stderr)
+    if cal.combined is not None:
+        for b in cal.combined.bands:
+            print(f"  pair combined [{b.lo:6.2f}, {b.hi:6.2f}): {b.pairs:6d} pairs, FNMR {b.fnmr_raw:.4f} -> "
+                  f"expected {b.fnmr:.4f} [{b.fnmr_lo:.4f}, {b.fnmr_hi:.4f}]", file=sys.stderr)
+    def bands(n):
+        return f"{n} band" + ("" if n == 1 else "s")
+
+    print(f"wrote {args.out}: {bands(len(cal.bands))}" + (", and the distinctiveness reference" if distinct else "")
+          + (f"; {bands(len(cal.combined.bands))} of combined" if cal.combined is not None else ""), file=sys.stderr)
     if len(cal.bands) == 1:
         print(f"warning: one band only ({m['false_non_matches']} false non-matches; a band needs {args.min_errors}): "
               f"expected_fnmr is the same for every quality. More people give bands that tell faces apart",
               file=sys.stderr)
     return 0
+
+
+def _fit_combined_or_none(args, cal, det_ref, faces, dense, quality):
+    """``cal`` with bands of the combined value (``--combined``); with ``auto`` a folder too small
+    for them leaves them out with a warning, with ``yes`` it is an error (None)."""
+    import numpy as np
+
+    from .calibration import fit_combined
+
+    try:
+        return fit_combined(cal, det_ref, dense, quality, np.asarray(faces.detections["scores"], np.float64),
+                            faces.labels, _half_mask(args, faces.labels), n_bands=args.bands,
+                            min_errors=args.min_errors, reps=args.reps)
+    except ValueError as e:
+        if args.combined == "yes":
+            print(f"error: bands of combined: {e}", file=sys.stderr)
+            return None
+        print(f"warning: no bands of combined ({e}); the table gives expected_fnmr of the quality only",
+              file=sys.stderr)
+        return cal
 
 
 def cmd_splits(args) -> int:
@@ -378,6 +429,11 @@ def main(argv=None) -> int:
     c.add_argument("--distinctiveness", choices=("auto", "yes", "no"), default="auto",
                    help="also store the reference faces' distinctiveness, which combined then averages in "
                         "(auto: where the project measured that it helps, dlib_resnet29)")
+    c.add_argument("--combined", choices=("auto", "yes", "no"), default="auto",
+                   help="also fit expected-FNMR bands of the combined value (the reference faces' detector "
+                        "scores and the detector reference; auto: unless the folder is too small for them)")
+    c.add_argument("--detector-reference", metavar="FILE",
+                   help="detector reference the combined values are made with (default: the shipped one)")
     _add_model_args(c)
     r = sub.add_parser("detector-reference", help="measure the face detector's score percentiles on an identity "
                        "folder (for the combined column)")

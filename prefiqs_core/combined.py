@@ -71,6 +71,15 @@ class DetectorReference:
     def summary(self) -> dict:
         return dict(detector=self.detector, upsample=self.upsample, made=self.made)
 
+    def digest(self) -> str:
+        """A short fingerprint of what the percentiles depend on (detector, upsample, quantiles):
+        tables fitted on combined values record it (``Calibration.combined``)."""
+        import hashlib
+        import json
+
+        key = json.dumps([self.detector, int(self.upsample), [round(float(v), 9) for v in self.quantiles]])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
     def to_dict(self) -> dict:
         return dict(schema=self.schema, detector=self.detector, upsample=self.upsample, made=self.made,
                     quantiles=[float(v) for v in self.quantiles])
@@ -126,6 +135,18 @@ def resolve_detector_reference(path=None, *, calibrated: bool, detector: str | N
     if path:
         raise ValueError(f"detector reference {path}: cannot be used here: {why}")
     return None, why
+
+
+def combined_bands_for(cal, ref: DetectorReference | None):
+    """``(bands, None)`` when the table's bands of combined (``cal.combined``) hold for combined values
+    made with the detector reference ``ref``, else ``(None, why)`` (also when there is no combined
+    value at all: ``ref`` None)."""
+    if ref is None or cal is None:
+        return None, "no combined value"
+    if cal.combined is None:
+        return None, "the calibration table has no bands of combined (python -m prefiqs_core calibrate makes them)"
+    why = cal.combined.mismatch(ref)
+    return (None, why) if why else (cal.combined, None)
 
 
 def combined(quality_percentile, detector_percentile, distinctiveness_percentile=None):

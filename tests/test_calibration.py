@@ -19,6 +19,7 @@ from prefiqs_core.calibration import (Calibration, CalibrationMismatch, Referenc
                                       pav_decreasing, resolve, shipped, shipped_path, wilson)
 from prefiqs_core.cli import CALIBRATION_COLUMNS, CSV_COLUMNS, main
 from prefiqs_core.defaults import COMBINED_DISTINCTIVENESS, DEFAULT_BACKBONE, DEFAULTS, default_pruning
+from prefiqs_core.combined import DetectorReference
 from prefiqs_core.pruning import format_prune
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -326,6 +327,101 @@ def test_calibrate_command_on_too_few_people_says_so_in_one_line(tmp_path, capsy
     assert capsys.readouterr().err.strip() == f"error: identity folder {photo} is a file, not a folder of <Name>/<images>"
 
 
+def test_calibrate_command_combined_options(tmp_path, capsys, monkeypatch):
+    """--combined no leaves the bands of combined out; a detector reference that cannot be read is
+    refused before any face is read; where the bands cannot be fitted, --combined yes fails in one
+    line and auto warns and writes the table without them."""
+    orl = assets.orl_dir()
+    if not orl.is_dir():
+        pytest.fail(f"ORL faces missing at {orl}: run `make assets`")
+    ten = tmp_path / "ten"
+    for i in range(1, 11):
+        shutil.copytree(orl / f"s{i}", ten / f"s{i}")
+    out = tmp_path / "t.json"
+    base = ["calibrate", "--identity-folder", str(ten), "--out", str(out), "--backbone", "dlib_resnet29",
+            "--cache", str(tmp_path / "cache"), "--quiet", "--workers", "0", "--reps", "100"]
+    assert main(base + ["--combined", "no"]) == 0
+    assert Calibration.load(out).combined is None and "of combined" not in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    out.unlink()
+    assert main(base + ["--detector-reference", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --detector-reference:") and "not JSON" in err[-1] and not out.exists()
+    # bands that cannot be fitted (the library's ValueError, e.g. too few detected faces of a person)
+    from prefiqs_core import calibration as cal_mod
+
+    def refuse(*a, **k):
+        raise ValueError("no genuine pairs: every person needs at least two faces")
+
+    monkeypatch.setattr(cal_mod, "fit_combined", refuse)
+    assert main(base + ["--combined", "yes"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: bands of combined: no genuine pairs: every person needs at least two faces"
+    assert not out.exists()
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "warning: no bands of combined (no genuine pairs" in err and Calibration.load(out).combined is None
+
+
+def _combined_fixture(seed=0):
+    """A table fitted on 60 synthetic people whose detector scores (like their qualities) are low
+    for the scattered photos; a few faces the detector missed (NaN)."""
+    from prefiqs_core.calibration import fit
+    from prefiqs_core.combined import fit_detector_reference
+
+    e, q, labels = _identities(60, per_person=10, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    det = 3.0 * q + rng.normal(0, 0.05, len(q))
+    det[rng.choice(len(q), 7, replace=False)] = np.nan
+    cal = fit(Reference.build(e, q, labels), "dlib_resnet29", "global_l1@0.5", "0" * 64, n_bands=8,
+              min_errors=5, reps=200)
+    return cal, fit_detector_reference(det), e, q, det, labels
+
+
+def test_bands_of_combined_are_fitted_on_the_faces_combined_values_and_travel_with_the_table(tmp_path):
+    from prefiqs_core.calibration import fit_combined
+    from prefiqs_core.combined import combined_values, fit_detector_reference
+
+    cal, det_ref, e, q, det, labels = _combined_fixture()
+    assert cal.combined is None and cal.summary()["combined_bands"] == 0
+    both = fit_combined(cal, det_ref, e, q, det, labels, n_bands=8, min_errors=5, reps=200)
+    assert both.bands == cal.bands and both.quantiles == cal.quantiles  # the quality's table is unchanged
+    cb = both.combined
+    assert len(cb.bands) > 1 and cb.made["left_out_no_detector_score"] == 7
+    # the genuine pairs of the faces with a detector score, banded by the lower combined value of the two
+    comb = combined_values(cal, det_ref, q, det)
+    ok = np.isfinite(comb)
+    pairs = [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels))
+             if labels[i] == labels[j] and ok[i] and ok[j]]
+    pc = np.array([min(comb[i], comb[j]) for i, j in pairs])
+    assert sum(b.pairs for b in cb.bands) == len(pairs)
+    edges = [b.hi for b in cb.bands[:-1]]
+    assert [b.pairs for b in cb.bands] == np.bincount(np.searchsorted(edges, pc, side="right"),
+                                                      minlength=len(cb.bands)).tolist()
+    fn = cb.expected_fnmr(np.linspace(0, 100, 201))
+    assert np.all(np.diff(fn) <= 1e-12) and fn[0] > fn[-1]  # the worst faces are expected to fail more
+    assert np.isnan(cb.expected_fnmr([np.nan]))[0]
+    lo, hi = cb.expected_fnmr_interval([10.0, 90.0])
+    assert np.all(lo <= cb.expected_fnmr([10.0, 90.0])) and np.all(cb.expected_fnmr([10.0, 90.0]) <= hi)
+    t = cb.combined_for_fnmr(float(fn[-1]))
+    assert cb.expected_fnmr([t])[0] <= fn[-1] and (t == -np.inf or cb.expected_fnmr([t - 1e-6])[0] > fn[-1])
+    # through the file
+    back = Calibration.load(both.save(tmp_path / "t.json"))
+    assert back.to_dict() == both.to_dict() and back.summary()["combined_bands"] == len(cb.bands)
+    assert np.array_equal(back.combined.expected_fnmr(np.linspace(0, 100, 51)), cb.expected_fnmr(np.linspace(0, 100, 51)))
+    # they hold only for combined values made with the reference they were fitted with
+    assert cb.mismatch(det_ref) is None and cb.mismatch(DetectorReference.load(det_ref.save(tmp_path / "d.json"))) is None
+    other = fit_detector_reference(np.linspace(0.0, 4.0, 500))
+    assert "fitted with another detector reference" in cb.mismatch(other)
+    # a table file whose bands of combined lost their reference's digest is refused, naming why
+    d = both.to_dict()
+    del d["combined"]["detector"]["digest"]
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="bad.json: calibration table: the combined bands lack"):
+        Calibration.load(tmp_path / "bad.json")
+
+
 def test_bands_hold_enough_failures():
     rng = np.random.default_rng(3)
     q = rng.uniform(size=5000)
@@ -410,6 +506,12 @@ def test_calibrate_command_on_real_identities(tmp_path):
     assert all(b.errors >= 5 for b in cal.bands) or len(cal.bands) == 1
     assert all(b.fnmr_lo <= b.fnmr <= b.fnmr_hi for b in cal.bands)
     assert f"wrote {out}" in proc.stderr and "and the distinctiveness reference" in proc.stderr
+    # bands of the combined value too, over the faces the detector found (made with the shipped reference)
+    from prefiqs_core.combined import shipped_detector_reference
+    assert cal.combined is not None and cal.combined.mismatch(shipped_detector_reference()) is None
+    n_found = cal.combined.made["faces"]
+    assert n_found + cal.combined.made["left_out_no_detector_score"] == 400 and n_found > 300
+    assert "of combined" in proc.stderr
     assert cal.distinctiveness is not None and len(cal.distinctiveness.direction) == 128  # SFace's embedding
     # and the CSV can use it: same backbone, weights and pruning as the default; combined then
     # averages the table's distinctiveness in, and the CSV shows it
@@ -418,12 +520,13 @@ def test_calibrate_command_on_real_identities(tmp_path):
     rows = [r for r in read_csv(tmp_path / "s.csv") if not r["error"]]
     assert rows and all(0 <= float(r["percentile"]) <= 100 for r in rows)
     assert all(0 <= float(r["distinctiveness"]) <= 100 for r in rows)
-    from prefiqs_core.combined import shipped_detector_reference
     ref = shipped_detector_reference()
     assert sum(bool(r["det_score"]) for r in rows) >= 5
     for r in (r for r in rows if r["det_score"]):
         want = (float(r["percentile"]) + ref.percentile(float(r["det_score"])) + float(r["distinctiveness"])) / 3
         assert float(r["combined"]) == pytest.approx(float(want), abs=0.02)
+        assert float(r["combined_expected_fnmr"]) == pytest.approx(float(cal.combined.expected_fnmr(want)), abs=1e-5)
+    assert all(r["combined_expected_fnmr"] == "" for r in rows if not r["det_score"])
 
 
 # ---- LFW: the shipped table is reproducible and holds on the held-out half ---------------------
@@ -479,4 +582,21 @@ def test_shipped_dlib_table_is_what_its_command_makes_and_holds_on_half_b(tmp_pa
     # and B's faces spread over A's distinctiveness percentiles as A's own do (no drift between halves)
     from prefiqs_core.calibration import uniform_gap
     assert uniform_gap(ship.distinctiveness.percentile(dense[b])) < 5
+    # the bands of combined: the same from the command, and B's combined values fail as A's said
+    assert again.combined is not None and ship.combined is not None
+    assert again.combined.detector == ship.combined.detector
+    assert [(x.pairs, x.errors) for x in again.combined.bands] == [(x.pairs, x.errors) for x in ship.combined.bands]
+    for x, y in zip(again.combined.bands, ship.combined.bands):
+        assert (x.lo, x.hi, x.fnmr) == pytest.approx((y.lo, y.hi, y.fnmr), rel=1e-4, abs=1e-4)
+    from prefiqs_core.calibration import check_combined
+    from prefiqs_core.combined import combined_values, shipped_detector_reference
+
+    scores = np.asarray(faces.detections["scores"], np.float64)
+    comb = combined_values(ship, shipped_detector_reference(), quality, scores, dense)
+    found = np.isfinite(comb)
+    res = check_combined(ship, Reference.build(dense, np.where(found, comb, 0.0), faces.labels, b & found), reps=300)
+    assert res["n_bands"] == len(ship.combined.bands)
+    assert res["coverage"] >= 0.8, f"only {res['covered']}/{res['n_bands']} combined bands of half B inside A's interval"
+    # and the combined bands tell faces apart more than the quality's: the worst band fails more often
+    assert ship.combined.bands[0].fnmr > ship.bands[0].fnmr and ship.combined.bands[-1].fnmr < ship.bands[-1].fnmr
     shutil.rmtree(tmp_path, ignore_errors=True)

@@ -12,7 +12,8 @@ import pytest
 
 from prefiqs_core import assets
 from prefiqs_core.calibration import shipped
-from prefiqs_core.cli import CALIBRATION_COLUMNS, COMBINED_COLUMNS, CSV_COLUMNS, DISTINCTIVENESS_COLUMNS, main
+from prefiqs_core.cli import (CALIBRATION_COLUMNS, COMBINED_COLUMNS, COMBINED_FNMR_COLUMNS, CSV_COLUMNS,
+                              DISTINCTIVENESS_COLUMNS, main)
 from prefiqs_core.combined import (DetectorReference, combined, fit_detector_reference,
                                    resolve_detector_reference, shipped_detector_reference)
 
@@ -127,7 +128,8 @@ def test_score_writes_the_combined_column_in_detect_mode(tmp_path, capsys):
                  "--quiet"]) == 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == CSV_COLUMNS + CALIBRATION_COLUMNS + COMBINED_COLUMNS + DISTINCTIVENESS_COLUMNS
+    assert list(rows[0]) == (CSV_COLUMNS + CALIBRATION_COLUMNS + COMBINED_COLUMNS + DISTINCTIVENESS_COLUMNS
+                             + COMBINED_FNMR_COLUMNS)
     assert len(rows) == 8
     cal, ref = shipped("dlib_resnet29"), shipped_detector_reference()
     # dlib's table averages distinctiveness in: its percentile, from each face's dense embedding
@@ -137,13 +139,17 @@ def test_score_writes_the_combined_column_in_detect_mode(tmp_path, capsys):
         want = (cal.percentile(float(r["quality"])) + ref.percentile(float(r["det_score"])) + distinct) / 3
         assert float(r["combined"]) == pytest.approx(float(want), abs=0.02)
         assert abs(float(r["percentile"]) - cal.percentile(float(r["quality"]))) < 0.01
+        # the table's bands of combined, fitted with this detector reference
+        assert float(r["combined_expected_fnmr"]) == pytest.approx(float(cal.combined.expected_fnmr(want)), abs=1e-5)
     assert len({round(float(r["distinctiveness"])) for r in rows}) > 4  # it tells the faces apart
+    assert len({r["combined_expected_fnmr"] for r in rows}) > 1
     # the faces do not all agree: the combined order is not the quality's order
     comb = [float(r["combined"]) for r in rows]
     assert len(set(comb)) == 8
     side = json.loads((tmp_path / "s.csv.json").read_text())
     assert side["detector_reference"]["detector"] == "dlib_hog"
-    assert "column combined" in capsys.readouterr().err
+    assert "column combined, and distinctiveness, and combined_expected_fnmr" in capsys.readouterr().err
+    assert "combined_expected_fnmr_absent" not in side
 
 
 def test_score_takes_a_named_detector_reference(tmp_path, capsys):
@@ -156,9 +162,13 @@ def test_score_takes_a_named_detector_reference(tmp_path, capsys):
     out = tmp_path / "s.csv"
     args = ["score", str(d), "--backbone", "dlib_resnet29", "--workers", "0", "--quiet"]
     assert main(args + ["--out", str(out), "--detector-reference", str(mine)]) == 0
-    assert f"(detector reference: {mine})" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"(detector reference: {mine})" in err
+    # the shipped bands of combined were fitted with the shipped reference: not given for these values
+    assert "no combined_expected_fnmr: the combined bands were fitted with another detector reference" in err
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
+    assert "combined_expected_fnmr" not in rows[0]
     cal, ref, shipped_ref = shipped("dlib_resnet29"), DetectorReference.load(mine), shipped_detector_reference()
     assert len(rows) == 7
     for r in rows:
@@ -169,6 +179,7 @@ def test_score_takes_a_named_detector_reference(tmp_path, capsys):
                for r in rows)
     side = json.loads((tmp_path / "s.csv.json").read_text())
     assert side["detector_reference"]["file"] == str(mine) and side["detector_reference"]["made"]["source"] == "test"
+    assert "another detector reference" in side["combined_expected_fnmr_absent"]
     # named but not applicable, or not a reference: one line, no CSV
     bad = tmp_path / "bad.json"
     bad.write_text("{")

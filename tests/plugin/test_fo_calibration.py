@@ -136,6 +136,24 @@ def test_face_level_combined_is_the_mean_of_the_two_percentiles(scored, table, d
     assert scored.get_field("faces").info["detector"] == "dlib_hog"
 
 
+def test_combined_expected_fnmr_comes_from_the_tables_bands_of_combined(scored, table, det_ref, api):
+    comb, fnmr = (scored.values(f"faces.detections.prefiqs_{k}", unwind=True)
+                  for k in ("combined", "combined_expected_fnmr"))
+    assert table.combined is not None and table.combined.mismatch(det_ref) is None
+    assert len(fnmr) == 10 and None not in fnmr
+    np.testing.assert_allclose(fnmr, table.combined.expected_fnmr(comb))
+    cfg = api.runs.load_config(scored, "prefiqs")
+    assert "faces.detections.prefiqs_combined_expected_fnmr" in cfg["fields"]
+    assert cfg["combined_expected_fnmr_absent"] is None
+    # sample level likewise; the corrupt image has none
+    comb, fnmr = scored.values(["whole_combined", "whole_combined_expected_fnmr"])
+    assert fnmr[4] is None and None not in fnmr[:4]
+    np.testing.assert_allclose(fnmr[:4], table.combined.expected_fnmr(comb[:4]))
+    # faces with no combined value have no field, and the reason is that of combined
+    assert not scored.has_field("mine.detections.theirs_combined_expected_fnmr")
+    assert api.runs.load_config(scored, "theirs")["combined_expected_fnmr_absent"] is None
+
+
 def test_sample_level_combined_uses_the_best_face(scored, det_ref):
     ref = det_ref
     pct, comb = scored.values(["whole_percentile", "whole_combined"])
@@ -242,6 +260,9 @@ def test_a_named_detector_reference_is_used_recorded_and_held_to_on_resume(score
     assert not np.allclose(comb, scored.values("faces.detections.prefiqs_combined", unwind=True))
     cfg = api.runs.load_config(scored, "ref")
     assert cfg["detector_reference"] == ref.to_dict() and cfg["detector_reference_file"] == str(mine)
+    # the table's bands of combined were fitted with the shipped reference: no expected FNMR of these values
+    assert not scored.has_field("faces.detections.ref_combined_expected_fnmr")
+    assert "fitted with another detector reference" in cfg["combined_expected_fnmr_absent"]
     assert ref.to_dict() != shipped_detector_reference().to_dict()
     # a resume must convert with the same reference
     with pytest.raises(Exception, match="cannot resume run 'ref': its detector_reference differ"):
@@ -298,14 +319,37 @@ def test_tag_by_combined_tags_the_faces_below_and_saves_them_worst_first(scored)
     assert firsts == sorted(firsts) and firsts[0] == s[0]
 
 
+def test_tag_by_combined_expected_fnmr_tags_what_the_stored_field_says(scored, table):
+    from fiftyone import ViewField as F
+
+    ds = scored
+    tag = foo.get_operator(P + "tag_low_quality")
+    ids, comb, fnmr = ds.values(["faces.detections.id", "faces.detections.prefiqs_combined",
+                                 "faces.detections.prefiqs_combined_expected_fnmr"], unwind=True)
+    levels = sorted(set(fnmr))
+    assert len(levels) >= 2, "the faces fall in one band of combined: the test cannot tell bands apart"
+    x = float(levels[0] + levels[1]) / 2  # between the two best bands' rates: tags the faces of the worse ones
+    want = sorted(i for i, f in zip(ids, fnmr) if f > x)
+    assert 0 < len(want) < len(ids)
+    info = tag(ds, max_expected_fnmr=x, by="combined")
+    got = sorted(ds.filter_labels("faces", F("tags").contains("low_quality")).values("faces.detections.id",
+                                                                                     unwind=True))
+    assert got == want and info["num_tagged"] == len(want)
+    assert info["threshold_quality"] is None
+    assert info["threshold_combined"] == table.combined.combined_for_fnmr(x)
+    assert all(c < info["threshold_combined"] for i, c in zip(ids, comb) if i in want)
+
+
 def test_tag_by_combined_needs_the_values_and_its_own_scale(scored, api):
     tag = foo.get_operator(P + "tag_low_quality")
     with pytest.raises(Exception, match="run 'theirs' has no combined values .*not found by detect_faces"):
         tag(scored, run_key="theirs", threshold=50, by="combined")
-    with pytest.raises(Exception, match="convert the quality"):
+    with pytest.raises(Exception, match="convert the quality|converts the quality"):
         tag(scored, percentile=5, by="combined")
     with pytest.raises(Exception, match=r"combined value in \[0, 100\]"):
         tag(scored, threshold=150, by="combined")
+    with pytest.raises(Exception, match="run 'ref' has no expected FNMR of combined .*another detector reference"):
+        api.tagging.tag_low_quality(scored, run_key="ref", max_expected_fnmr=0.05, by="combined")
     with pytest.raises(Exception, match="Path: by. Reason: Invalid enum value"):  # the form's own check
         tag(scored, threshold=0.5, by="drift")
     with pytest.raises(ValueError, match="by is one of quality, combined"):
