@@ -236,8 +236,7 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
         patch = dict(threshold=value, below_at=value, below=scope.count_below(value))
         if echo:
             patch["threshold_typed"] = value
-        if scope.value == "quality":  # the calibrated reading converts the quality only
-            patch.update(panel_calibration.raw_patch(ctx.dataset, scope.fields.key, value))
+        patch.update(panel_calibration.raw_patch(ctx.dataset, scope.fields.key, value, scope.value))
         ctx.panel.set_state(patch)
 
     def on_histogram_click(self, ctx):
@@ -264,8 +263,7 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
             return
         tag = ctx.panel.state.tag or DEFAULT_TAG
         t = self._threshold(ctx)
-        criterion = (dict(threshold=t, by="combined") if scope.value == "combined"
-                     else panel_calibration.tag_criterion(ctx.panel.state, t))
+        criterion = panel_calibration.tag_criterion(ctx.panel.state, t, scope.value)
         # the sample-level collection behind the view: tagging a patches view row would tag a copy
         info = tag_low_quality(scope.samples, run_key=scope.fields.key, tag=tag, **criterion)
         ctx.panel.state.last_tagging = dict(num_tagged=info["num_tagged"], tag=tag, label_tags=info["label_tags"])
@@ -392,13 +390,12 @@ class PrefiqsPanel(panel_calibration.CalibratedThreshold, foo.Panel):
                     custom_view=bool(ctx.has_custom_view), rank_by=scope.value,
                     has_combined=runs.has_combined(ctx.dataset, key),
                     combined_parts=runs.combined_parts(ctx.dataset, key))
-        if combined:  # percentiles and expected FNMR convert the quality, not the combined value
-            calibrated, cal = dict(calib=None, below_cal=None, calib_error=None, threshold_mode="quality"), None
-        else:  # before the patch below: it reads how the previous threshold was given
-            calibrated, cal = panel_calibration.refresh_patch(ctx.dataset, key, threshold, state)
+        # before the patch below: it reads how the previous threshold was given
+        calibrated, cal = panel_calibration.refresh_patch(ctx.dataset, key, threshold, state, scope.value)
         ctx.panel.set_state(calibrated)
         # one state patch rather than one message per key
-        ctx.panel.set_state({"threshold": threshold, "threshold_typed": threshold, "below_at": threshold,
+        # the typed box shows a reader's digits (a converted threshold has 16); within the echo tolerance
+        ctx.panel.set_state({"threshold": threshold, "threshold_typed": round(threshold, 5), "below_at": threshold,
                              "info": info, "shown_run": key, "run_key": key,
                              "below": scope.count_below(threshold), "view_key": self._view_key(ctx),
                              "hover_choices": panel_plots.hover_fields(ctx.dataset, scope)})

@@ -13,6 +13,11 @@ without says why in ``calibration_absent``. From the table the panel:
 * draws a reference-percentile axis on top of the quality histogram and the expected-FNMR curve
   (with its 95 % confidence band) over it (:func:`curve_traces`, :func:`histogram_layout`).
 
+Ranked by ``combined``, the same readings come from the table's bands of the combined value
+(:class:`CombinedScale`, where the run wrote ``K_combined_expected_fnmr``): a threshold given as
+expected FNMR, the expected FNMR of the faces below it and the curve over the combined histogram.
+The combined value has no reference percentiles of its own, so that mode is not offered.
+
 Nothing here is App plumbing but the :class:`CalibratedThreshold` mixin (two event handlers), so
 the conversions and texts can be tested on their own. Only small values go to the panel state
 (``calib``: the run's axis ticks; ``below_cal``: how the shown threshold was set and what it
@@ -29,6 +34,8 @@ from . import runs
 # how a threshold can be given; "quality" is the raw score, as without a table
 MODES = ("quality", "percentile", "fnmr")
 MODE_LABELS = {"quality": "raw quality", "percentile": "reference percentile", "fnmr": "expected FNMR ≤ x %"}
+COMBINED_MODES = ("quality", "fnmr")  # "quality" is then the combined value itself
+COMBINED_LABELS = {"quality": "combined value", "fnmr": "expected FNMR ≤ x %"}
 BOX_LABELS = {"percentile": "Reference percentile (0–100)", "fnmr": "Expected FNMR ≤ (%, at FMR 1e-3)"}
 # state the panel computes (kept on the server between events, see ``PrefiqsPanel.execute``)
 COMPUTED = ("calib", "below_cal", "calib_error")
@@ -42,8 +49,35 @@ CURVE_COLOR = "#7b3294"
 # ------------------------------------------------------------------------------------------------
 
 
-def table_of(samples, run_key: str):
-    """``(Calibration, None)`` for a run scored with a table, else ``(None, why)`` in one line."""
+class CombinedScale:
+    """A table's bands of combined, read as the panel reads a calibration table: ``quality`` in the
+    functions below is then the combined value (0-100); it has no reference percentiles."""
+
+    percentiles = False
+    span = (0.0, 100.0)
+    name = "combined"
+
+    def __init__(self, cal):
+        self._c, self.fmr, self.bands = cal.combined, cal.fmr, cal.combined.bands
+
+    def expected_fnmr(self, value):
+        return self._c.expected_fnmr(value)
+
+    def expected_fnmr_interval(self, value, kind: str = "confidence"):
+        return self._c.expected_fnmr_interval(value, kind)
+
+    def quality_for_fnmr(self, max_fnmr: float) -> float:
+        return self._c.combined_for_fnmr(max_fnmr)
+
+
+def _percentiles(cal) -> bool:
+    return getattr(cal, "percentiles", True)
+
+
+def table_of(samples, run_key: str, by: str = "quality"):
+    """``(Calibration, None)`` for a run scored with a table, else ``(None, why)`` in one line; with
+    ``by="combined"`` the table's bands of combined (:class:`CombinedScale`) where the run wrote
+    ``K_combined_expected_fnmr``."""
     from ..prefiqs_core.calibration import Calibration
 
     cfg = runs.load_config(samples, run_key)
@@ -51,9 +85,15 @@ def table_of(samples, run_key: str):
     if not table:
         return None, cfg.get("calibration_absent") or "the run was computed before calibration tables existed"
     try:
-        return Calibration.from_dict(table), None
+        cal = Calibration.from_dict(table)
     except (TypeError, ValueError) as e:  # a damaged record: say so rather than convert with it
         return None, f"the run's stored calibration table cannot be read ({e})"
+    if by != "combined":
+        return cal, None
+    if cal.combined is None or not runs.has_combined_fnmr(samples, run_key):
+        return None, (cfg.get("combined_expected_fnmr_absent") or "the run was computed before the tables had "
+                      "bands of the combined value")
+    return CombinedScale(cal), None
 
 
 def to_quality(cal, mode: str, value) -> float:
@@ -66,12 +106,15 @@ def to_quality(cal, mode: str, value) -> float:
     if not math.isfinite(value):
         raise ValueError("type a number")
     if mode == "quality":
-        if not 0 <= value <= 1:
-            raise ValueError(f"a quality lies in [0, 1], not {value:g}")
+        lo, hi = getattr(cal, "span", (0.0, 1.0))
+        if not lo <= value <= hi:
+            raise ValueError(f"a{' combined value' if hi > 1 else ' quality'} lies in [{lo:g}, {hi:g}], not {value:g}")
         return value
     if cal is None:
         raise ValueError("this run has no calibration table")
     if mode == "percentile":
+        if not _percentiles(cal):
+            raise ValueError("the combined value has no reference percentiles")
         if not 0 <= value <= 100:
             raise ValueError(f"a reference percentile lies in [0, 100], not {value:g}")
         return float(cal.quality_at_percentile(value))
@@ -79,8 +122,9 @@ def to_quality(cal, mode: str, value) -> float:
         if not 0 <= value <= 100:
             raise ValueError(f"an expected FNMR lies in [0, 100] %, not {value:g}")
         q = cal.quality_for_fnmr(value / 100)
-        # -inf: every band is at most that good, no face is below. Qualities lie in [0, 1], so 0 selects
-        # the same (none) and stays a number the state (JSON) and the slider can hold
+        # -inf: every band is at most that good, no face is below. Qualities lie in [0, 1] (combined
+        # values in [0, 100]), so 0 selects the same (none) and stays a number the state (JSON) and
+        # the slider can hold
         return 0.0 if q == -math.inf else float(q)
     raise ValueError(f"unknown threshold mode {mode!r}")
 
@@ -111,8 +155,8 @@ def reading(cal, run_key: str, quality: float, mode: str = "quality", value=None
     if cal is None:
         return None
     return dict(run=run_key, mode=mode, value=float(quality) if value is None else float(value),
-                quality=float(quality), pct=float(cal.percentile(quality)), fnmr=fnmr_below(cal, quality),
-                fmr=float(cal.fmr))
+                quality=float(quality), pct=float(cal.percentile(quality)) if _percentiles(cal) else None,
+                fnmr=fnmr_below(cal, quality), fmr=float(cal.fmr), by=getattr(cal, "name", "quality"))
 
 
 def calib_state(cal, why) -> dict:
@@ -120,20 +164,25 @@ def calib_state(cal, why) -> dict:
     if cal is None:
         return dict(ok=False, why=why)
     levels = np.array(TICK_LEVELS, np.float64)
-    return dict(ok=True, why=None, fmr=float(cal.fmr),
-                ticks=[[float(q), int(p)] for q, p in zip(cal.quality_at_percentile(levels), TICK_LEVELS)],
+    ticks = ([[float(q), int(p)] for q, p in zip(cal.quality_at_percentile(levels), TICK_LEVELS)]
+             if _percentiles(cal) else [])
+    return dict(ok=True, why=None, fmr=float(cal.fmr), ticks=ticks, by=getattr(cal, "name", "quality"),
+                modes=list(MODES if _percentiles(cal) else COMBINED_MODES),
                 fnmr_max=float(max(b.fnmr_hi for b in cal.bands)))
 
 
-def tag_criterion(state, threshold: float) -> dict:
+def tag_criterion(state, threshold: float, by: str = "quality") -> dict:
     """The ``tag_low_quality`` criterion of the shown count: the SDK's own ``percentile`` /
-    ``max_expected_fnmr`` when the threshold was set that way, else the raw threshold."""
+    ``max_expected_fnmr`` when the threshold was set that way, else the raw threshold (a combined
+    value with ``by="combined"``)."""
     cal = state.below_cal or {}
-    if cal.get("mode") == "percentile" and cal.get("run") == state.run_key:
+    extra = dict(by="combined") if by == "combined" else {}
+    mine = cal.get("run") == state.run_key and cal.get("by", "quality") == by
+    if cal.get("mode") == "percentile" and mine:
         return dict(percentile=float(cal["value"]))
-    if cal.get("mode") == "fnmr" and cal.get("run") == state.run_key:
-        return dict(max_expected_fnmr=float(cal["value"]) / 100)
-    return dict(threshold=threshold)
+    if cal.get("mode") == "fnmr" and mine:
+        return dict(max_expected_fnmr=float(cal["value"]) / 100, **extra)
+    return dict(threshold=threshold, **extra)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,6 +232,10 @@ def below_text(below: int, num: int, unit: str, where: str, cal: dict) -> str:
     fmr = fmr_text(cal["fmr"])
     expected = f"expected FNMR ≥ {rate_text(cal['fnmr'])} at FMR {fmr}"
     q = cal["quality"]
+    if cal.get("by") == "combined":  # no reference percentile: the combined value says where it lies
+        if cal["mode"] == "fnmr":
+            return f"{count} with expected FNMR > {cal['value']:g} % at FMR {fmr} {where} (combined < {q:.2f})"
+        return f"**{count_text(below, unit)}** below combined {q:.2f} {where} {share} — {expected}"
     if cal["mode"] == "percentile":
         return (f"{count} below the {ordinal(cal['value'])} reference percentile {where} "
                 f"(quality < {q:.4f}) — {expected}")
@@ -203,7 +256,9 @@ def shown_reading(state, threshold):
     return None
 
 
-def absent_text(why: str) -> str:
+def absent_text(why: str, by: str = "quality") -> str:
+    if by == "combined":
+        return f"_Expected FNMR of the combined value is unavailable for this run: {why}._"
     return (f"_Calibrated readings (reference percentile, expected FNMR) are unavailable for this run: "
             f"{why}._")
 
@@ -231,7 +286,8 @@ def curve_traces(cal, lo, hi) -> list[dict]:
                  fill="tonexty", fillcolor="rgba(123,50,148,0.15)", **axes),
             dict(type="scatter", mode="lines", name="expected FNMR", x=xs, y=fn,
                  line=dict(shape="hv", color=CURVE_COLOR, width=2), xaxis="x2", yaxis="y2", showlegend=False,
-                 hovertemplate="quality %{x:.4f}<br>expected FNMR %{y:.2f} %<extra></extra>")]
+                 hovertemplate=("combined %{x:.2f}" if getattr(cal, "name", "") == "combined" else "quality %{x:.4f}")
+                 + "<br>expected FNMR %{y:.2f} %<extra></extra>")]
 
 
 def histogram_layout(layout: dict, calib) -> dict:
@@ -241,6 +297,14 @@ def histogram_layout(layout: dict, calib) -> dict:
     xaxis = layout.get("xaxis") or {}
     rng = xaxis.get("range")
     ticks = [(q, p) for q, p in calib["ticks"] if rng is None or rng[0] <= q <= rng[1]]
+    fmr = fmr_text(calib["fmr"])
+    right = dict(overlaying="y", side="right", rangemode="tozero", showgrid=False, zeroline=False,
+                 range=[0, round(calib["fnmr_max"] * 100 * 1.1, 3)], autorange=False,
+                 title=dict(text=f"expected FNMR (%), FMR {fmr}", font=dict(size=11, color=CURVE_COLOR)),
+                 tickfont=dict(color=CURVE_COLOR))
+    if not calib["ticks"]:  # the combined value: no percentile axis, the curve on a hidden twin of x
+        top = dict(overlaying="x", visible=False, **({"range": list(rng), "autorange": False} if rng else {}))
+        return dict(layout, xaxis2=top, yaxis2=right, margin=dict(layout.get("margin") or {}, r=60))
     if rng:  # drop a tick crowding the previous one (the reference quantiles bunch up at the ends)
         kept, gap = [], (rng[1] - rng[0]) * 0.05
         for q, p in ticks:
@@ -252,11 +316,6 @@ def histogram_layout(layout: dict, calib) -> dict:
                zeroline=False, tickfont=dict(size=10, color="#999"))  # readable on the light and the dark theme
     if rng:
         top.update(range=list(rng), autorange=False)
-    fmr = fmr_text(calib["fmr"])
-    right = dict(overlaying="y", side="right", rangemode="tozero", showgrid=False, zeroline=False,
-                 range=[0, round(calib["fnmr_max"] * 100 * 1.1, 3)], autorange=False,
-                 title=dict(text=f"expected FNMR (%), FMR {fmr}", font=dict(size=11, color=CURVE_COLOR)),
-                 tickfont=dict(color=CURVE_COLOR))
     margin = dict(layout.get("margin") or {}, t=78, r=60)
     title = dict(layout.get("title") or {}, y=0.98, yanchor="top")
     return dict(layout, xaxis2=top, yaxis2=right, margin=margin, title=title, height=layout.get("height", 260) + 40)
@@ -274,12 +333,14 @@ def controls(p, panel, state):
     calib = state.calib or {}
     if not calib.get("ok"):
         if calib.get("why"):
-            panel.md(absent_text(calib["why"]), name="calibration_absent")
+            panel.md(absent_text(calib["why"], calib.get("by", "quality")), name="calibration_absent")
         return
+    combined = calib.get("by") == "combined"
+    allowed = list(calib.get("modes") or MODES)
     modes = types.DropdownView()
-    for m in MODES:
-        modes.add_choice(m, label=MODE_LABELS[m])
-    panel.enum("threshold_mode", list(MODES), label="Give the threshold as", view=modes,
+    for m in allowed:
+        modes.add_choice(m, label=(COMBINED_LABELS if combined else MODE_LABELS)[m])
+    panel.enum("threshold_mode", allowed, label="Give the threshold as", view=modes,
                on_change=p.on_change_threshold_mode)
     mode = state.threshold_mode or "quality"
     if mode in BOX_LABELS:
@@ -302,8 +363,8 @@ class CalibratedThreshold:
         scope = self._scope(ctx)
         if scope is None:
             return
-        cal, _ = table_of(ctx.dataset, scope.fields.key)
-        if cal is None:
+        cal, _ = table_of(ctx.dataset, scope.fields.key, scope.value)
+        if cal is None or mode not in (MODES if _percentiles(cal) else COMBINED_MODES):
             return
         q = state.below_at if state.below_at is not None else 0.5
         # the current threshold read in the new mode, then applied in it: the count, the text and a
@@ -325,7 +386,7 @@ class CalibratedThreshold:
         scope = self._scope(ctx)
         if scope is None or mode not in BOX_LABELS:
             return
-        cal, _ = table_of(ctx.dataset, scope.fields.key)
+        cal, _ = table_of(ctx.dataset, scope.fields.key, scope.value)
         self._apply_calibrated(ctx, scope, cal, mode, value, {})
 
     def _apply_calibrated(self, ctx, scope, cal, mode, value, patch):
@@ -340,14 +401,15 @@ class CalibratedThreshold:
                                  calib_error=None))
 
 
-def refresh_patch(dataset, run_key: str, threshold: float, state) -> tuple:
+def refresh_patch(dataset, run_key: str, threshold: float, state, by: str = "quality") -> tuple:
     """``(state patch, table or None)`` for a (re)computed panel: ``calib`` and ``below_cal``. A
     threshold set by percentile or FNMR on this run keeps its mode across a view change; a new run
-    starts from raw quality."""
-    cal, why = table_of(dataset, run_key)
+    (or the other ranking) starts from the raw value."""
+    cal, why = table_of(dataset, run_key, by)
     shown = state.below_cal or {}
     mode, value = "quality", None
     if (cal is not None and state.threshold is not None and shown.get("run") == run_key
+            and shown.get("by", "quality") == by
             and shown.get("mode") in BOX_LABELS and abs(float(shown.get("quality", -1)) - threshold) < 1e-12):
         mode, value = shown["mode"], shown["value"]
     patch = dict(calib=calib_state(cal, why), below_cal=reading(cal, run_key, threshold, mode, value),
@@ -357,8 +419,8 @@ def refresh_patch(dataset, run_key: str, threshold: float, state) -> tuple:
     return patch, cal
 
 
-def raw_patch(dataset, run_key: str, quality: float) -> dict:
+def raw_patch(dataset, run_key: str, quality: float, by: str = "quality") -> dict:
     """The state a threshold set as raw quality (slider, typed box) brings: read through the table,
     and the mode dropdown back on raw quality (it says how the shown threshold was given)."""
-    cal, _ = table_of(dataset, run_key)
+    cal, _ = table_of(dataset, run_key, by)
     return dict(below_cal=reading(cal, run_key, quality), calib_error=None, threshold_mode="quality")

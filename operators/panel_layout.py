@@ -137,12 +137,12 @@ def build(p, ctx):
         parts = ("the quality's, the detector score's and the distinctiveness's reference percentiles (how far "
                  f"the face's embedding is from the average face's: `{state.run_key}_distinctiveness`)" if distinct
                  else "the quality's and the detector score's reference percentiles")
-        panel.md(f"_Ranked by the combined value: the mean of {parts} (0-100, higher is better). Percentile and "
-                 "expected-FNMR thresholds convert the quality, so they are offered when ranking by quality._",
+        panel.md(f"_Ranked by the combined value: the mean of {parts} (0-100, higher is better). Its expected "
+                 "FNMR comes from the calibration table's bands of the combined value; reference-percentile "
+                 "thresholds convert the quality, so they are offered when ranking by quality._",
                  name="combined_note")
-    else:
-        panel_calibration.controls(p, panel, state)  # threshold as percentile / expected FNMR, or why not
-    reading = None if combined else panel_calibration.shown_reading(state, threshold)
+    panel_calibration.controls(p, panel, state)  # threshold as percentile / expected FNMR, or why not
+    reading = panel_calibration.shown_reading(state, threshold)
     panel.md(panel_calibration.below_text(state.below or 0, info.get("num", 0), unit, _where(info), reading) if reading
              else f"**{count_text(state.below or 0, unit)}** below {'combined ' if combined else ''}{threshold:.4f} "
                   f"{_where(info)}", name="below_count")

@@ -15,7 +15,8 @@ What it does, start to finish:
     ``panel_maps.png``, ``panel_hover.png`` (a map point hovered, the same face ringed in the other
     map), ``panel_pinned.png`` (a face pinned by a
     click: ringed in both maps, with its thumbnail), ``panel_drift.png`` (drift segments
-    of the faces below the threshold), ``worst_first.png``, ``operator_form.png``;
+    of the faces below the threshold), ``worst_first.png``, ``panel_combined.png`` (the photos' run
+    ranked by the combined value, threshold "expected FNMR ≤ 5 %"), ``operator_form.png``;
 5.  stops everything it started: the App's process groups, then mongod; removes the temp directory.
 
 ``--workdir DIR`` keeps the database and chips in DIR (re-runs then reuse the built dataset);
@@ -107,6 +108,12 @@ def pick_hover_field(page, name: str) -> None:
     page.get_by_role("option", name=name, exact=True).click()
     page.wait_for_function(
         "n => document.querySelectorAll('.js-plotly-plot')[1].data[0].hovertemplate.includes(n + ':')", arg=name)
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the panel's dropdown labelled ``label``."""
+    page.get_by_text(label).first.locator("xpath=following::*[@role='combobox'][1]").click()
+    page.get_by_role("option", name=option, exact=True).click()
 
 
 def click_isolated_worst(page, index: int, gap: float = 14) -> str:
@@ -220,6 +227,23 @@ def take_screenshots(app: AppServer, chromium: str, out: Path, expected_points: 
             page.get_by_text("SortBy", exact=True).first.wait_for(state="attached")  # the view bar has the new view
             settle(page, 6000)  # let the thumbnails paint
             shot(page, "worst_first.png")
+
+            # the photos' run ranked by the combined value, the threshold as its expected FNMR
+            page.get_by_text("Reset view", exact=True).click()
+            settle(page, 2000)
+            pick(page, "PreFIQs run", "prefiqs")
+            page.get_by_text("prefiqs: patch-level", exact=False).wait_for()
+            pick(page, "Rank faces by", "combined: PreFIQs and the detector's score (0-100)")
+            page.get_by_text("Its expected FNMR comes from", exact=False).first.wait_for()
+            pick(page, "Give the threshold as", "expected FNMR ≤ x %")
+            box = page.get_by_text("Expected FNMR ≤ (%, at FMR 1e-3)", exact=False).first.locator(
+                "xpath=following::input[1]")
+            box.fill("5")
+            box.press("Enter")
+            page.get_by_text("with expected FNMR > 5 %", exact=False).first.wait_for()
+            scroll_panel_to(page.locator(".js-plotly-plot").first)
+            settle(page)
+            shot(page, "panel_combined.png")
 
             # the compute_prefiqs form from the operator browser (backtick), on the whole dataset
             page.get_by_text("Reset view", exact=True).click()

@@ -374,14 +374,19 @@ def test_rank_by_combined_moves_histogram_threshold_count_views_and_tagging(scor
     # starts from the run's 5th percentile of the combined value, counted on that scale
     assert s["threshold"] == pytest.approx(ds.quantiles("faces.detections.prefiqs_combined", [0.05])[0], abs=0.01)
     assert s["below"] == sum(v < s["threshold"] for v in comb.values())
-    (bars,) = ranked.data["histogram"]  # no expected-FNMR curve: it belongs to the quality
+    bars, *curve = ranked.data["histogram"]  # the bars, then the combined bands' expected-FNMR curve
     assert sum(bars["y"]) == 10 and "combined" in bars["hovertemplate"]
+    assert len(curve) == 3 and "combined %{x:.2f}" in curve[-1]["hovertemplate"]
     props = ranked.props()
     slider, typed = props["threshold"], props["threshold_typed"]["type"]
     assert (slider["type"]["min"], slider["type"]["max"]) == (0.0, 100.0) and typed["max"] == 100.0
     assert "'label': 'Combined'" in str(slider) and "combined_note" in props
-    assert "threshold_mode" not in props and s["calib"] is None
-    assert "below combined" in str(props["below_count"])
+    # the threshold as a combined value or an expected FNMR, never as a reference percentile
+    assert s["calib"]["ok"] and s["calib"]["by"] == "combined" and s["calib"]["modes"] == ["quality", "fnmr"]
+    assert s["calib"]["ticks"] == [] and "percentile" not in str(props["threshold_mode"]["type"])
+    layout = props["histogram"]["view"]["layout"]
+    assert layout["xaxis2"]["visible"] is False and "expected FNMR" in layout["yaxis2"]["title"]["text"]
+    assert "below combined" in str(props["below_count"]) and "expected FNMR ≥" in str(props["below_count"])
 
     c = sorted(comb.values())
     t = (c[2] + c[3]) / 2
@@ -400,9 +405,52 @@ def test_rank_by_combined_moves_histogram_threshold_count_views_and_tagging(scor
     echo = call(ds, "on_change_rank_by", state=s, value="combined")  # the App's echo changes nothing
     assert not echo.ops("patch_panel_state") and not echo.ops("show_panel_output")
     back = dict(call(ds, "on_change_rank_by", state=s, value="quality").state)
-    assert back["info"]["rank_by"] == "quality" and back["calib"]["ok"]
+    assert back["info"]["rank_by"] == "quality" and back["calib"]["ok"] and back["calib"]["by"] == "quality"
     assert back["threshold"] == pytest.approx(ds.load_run_results("prefiqs").summary["quality_percentiles"]["5"],
                                               abs=1e-4)
+
+
+def test_rank_by_combined_takes_the_threshold_as_expected_fnmr_and_tags_as_the_sdk(scored, api):
+    ds = scored
+    _, state = _loaded(ds)
+    s = dict(call(ds, "on_change_rank_by", state=state, value="combined").state)
+    s = dict(call(ds, "on_change_threshold_mode", state=dict(s, threshold_mode="fnmr"), value="fnmr").state)
+    assert s["threshold_mode"] == "fnmr" and s["below_cal"]["mode"] == "fnmr" and s["below_cal"]["by"] == "combined"
+    fnmr = ds.values("faces.detections.prefiqs_combined_expected_fnmr", unwind=True)
+    levels = sorted(set(fnmr))
+    assert len(levels) >= 2, "the faces fall in one band of combined: the test cannot tell bands apart"
+    x = 100 * (levels[0] + levels[1]) / 2  # percent, between the two best bands' rates
+    typed = call(ds, "on_type_threshold_cal", state=s, value=x)
+    t = dict(typed.state)
+    want = sum(v > x / 100 for v in fnmr)
+    assert t["below"] == want and 0 < want < len(fnmr) and t["calib_error"] is None
+    from prefiqs_core.calibration import shipped
+    from prefiqs_core.defaults import DEFAULT_BACKBONE
+
+    assert t["below_at"] == shipped(DEFAULT_BACKBONE).combined.combined_for_fnmr(x / 100)
+    assert f"with expected FNMR > {x:g} % at FMR 1e-3 in the dataset (combined <" in str(typed.props()["below_count"])
+    tagged = call(ds, "tag_below_threshold", state=dict(t, tag="comb_fnmr_panel"))
+    assert "(combined <" in tagged.ops("notify")[0]["message"]
+    info = api.tagging.tag_low_quality(ds, max_expected_fnmr=x / 100, by="combined", tag="comb_fnmr_sdk",
+                                       save_view=False)
+    panel_ids = sorted(ds.select_labels(tags="comb_fnmr_panel").values("faces.detections.id", unwind=True))
+    assert info["num_tagged"] == want and panel_ids == sorted(
+        ds.select_labels(tags="comb_fnmr_sdk").values("faces.detections.id", unwind=True))
+    ds.untag_labels("comb_fnmr_panel")
+    ds.untag_labels("comb_fnmr_sdk")
+    # the percentile mode is the quality's: refused on this scale, and nothing changes
+    same = call(ds, "on_change_threshold_mode", state=dict(t, threshold_mode="percentile"), value="percentile")
+    assert not [o for o in same.ops("patch_panel_state") if "below_at" in o["state"]]
+    # an FNMR no band of combined reaches: said, and nothing changes
+    refused = call(ds, "on_type_threshold_cal", state=t, value=100 * levels[0] / 2)
+    assert refused.state["below_at"] == t["below_at"] and "no combined value band" in refused.state["calib_error"]
+    # the slider again: the raw combined value, the dropdown back on it
+    moved = dict(call(ds, "on_change_threshold", state=t, value=50.0).state)
+    assert moved["threshold_mode"] == "quality" and moved["below_cal"]["mode"] == "quality"
+    assert moved["below"] == sum(v < 50.0 for v in _combined(ds).values())
+    # back to quality: its own modes, the percentile among them
+    back = dict(call(ds, "on_change_rank_by", state=moved, value="quality").state)
+    assert back["calib"]["modes"] == ["quality", "percentile", "fnmr"] and back["below_cal"]["by"] == "quality"
 
 
 def test_a_dlib_run_says_its_combined_value_averages_distinctiveness_too(scored):

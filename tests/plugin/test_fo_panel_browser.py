@@ -587,19 +587,21 @@ def test_threshold_by_percentile_tags_what_the_sdk_tags(ui, api):
 
 def test_rank_by_combined_tags_what_the_sdk_tags(ui, api):
     """A user ranks the faces by the combined value, types a combined threshold, tags below it, and
-    gets the same faces as ``tag_low_quality(..., by="combined")``; then goes back to the quality."""
+    gets the same faces as ``tag_low_quality(..., by="combined")``; then gives the threshold as an
+    expected FNMR of the combined value, tags again, gets the SDK's ``max_expected_fnmr`` faces; then
+    goes back to the quality."""
     page, ds, out = ui["page"], ui["ds"], ui["out"]
     ds.untag_samples("low_quality")
     _pick_run(page, "cal")
     page.get_by_text("Rank faces by").locator("xpath=following::*[@role='combobox'][1]").click()
     page.get_by_role("option", name="combined: PreFIQs and the detector's score (0-100)", exact=True).click()
-    page.get_by_text("Percentile and expected-FNMR thresholds convert", exact=False).first.wait_for(timeout=WAIT_MS)
+    page.get_by_text("reference-percentile thresholds convert the quality", exact=False).first.wait_for(
+        timeout=WAIT_MS)
     page.get_by_text("Combined", exact=True).first.wait_for(timeout=WAIT_MS)  # the slider's label
-    assert page.get_by_text("Give the threshold as").count() == 0
     box = page.get_by_text("Type a threshold", exact=False).first.locator("xpath=following::input[1]")
     box.fill("30")
     box.press("Enter")
-    said = page.get_by_text("below combined 30.0000", exact=False).first
+    said = page.get_by_text("below combined 30.00 in the dataset", exact=False).first
     said.wait_for(timeout=WAIT_MS)
     count = int(re.match(r"(\d+) samples? below", said.inner_text()).group(1))
     expected = sum(v < 30 for v in ds.values("cal_combined") if v is not None)
@@ -614,13 +616,38 @@ def test_rank_by_combined_tags_what_the_sdk_tags(ui, api):
                                        save_view=False)
     assert info["num_tagged"] == count == len(by_panel)
     assert sorted(ds.match_tags("by_sdk_comb").values("id")) == by_panel
+    ds.untag_samples(["low_quality", "by_sdk_comb"])
+    # the threshold as an expected FNMR of the combined value (no reference percentile on this scale)
+    page.get_by_text("Give the threshold as").locator("xpath=following::*[@role='combobox'][1]").click()
+    assert page.get_by_role("option", name="reference percentile", exact=True).count() == 0
+    page.get_by_role("option", name="expected FNMR ≤ x %", exact=True).click()
+    box = page.get_by_text("Expected FNMR ≤ (%, at FMR 1e-3)", exact=False).first.locator("xpath=following::input[1]")
+    box.wait_for(timeout=WAIT_MS)
+    box.fill("5")
+    box.press("Enter")
+    said = page.get_by_text("with expected FNMR > 5 % at FMR 1e-3", exact=False).first
+    said.wait_for(timeout=WAIT_MS)
+    count = int(re.match(r"(\d+) samples? \(", said.inner_text()).group(1))
+    assert count == sum(v > 0.05 for v in ds.values("cal_combined_expected_fnmr")) and 0 < count < N
+    _calm(ui)
+    page.get_by_text("Tag below threshold", exact=True).click()
+    page.get_by_text(f"Last tagging: {count} sample", exact=False).first.wait_for(timeout=WAIT_MS)
+    page.screenshot(path=str(out / "panel_combined_fnmr_tagged.png"))
+    page.locator(".js-plotly-plot").first.screenshot(path=str(out / "histogram_combined_fnmr.png"))
+    ds.reload()
+    by_panel = sorted(ds.match_tags("low_quality").values("id"))
+    info = api.tagging.tag_low_quality(ds, run_key="cal", by="combined", max_expected_fnmr=0.05, tag="by_sdk_cf",
+                                       save_view=False)
+    assert info["num_tagged"] == count == len(by_panel)
+    assert sorted(ds.match_tags("by_sdk_cf").values("id")) == by_panel
+    ds.untag_samples(["low_quality", "by_sdk_cf"])
     # back to the quality: its own scale and the calibrated threshold modes again
     page.get_by_text("Rank faces by").locator("xpath=following::*[@role='combobox'][1]").click()
     page.get_by_role("option", name="quality (PreFIQs)", exact=True).click()
     page.get_by_text("Give the threshold as", exact=False).first.wait_for(timeout=WAIT_MS)
     _calm(ui)
     ds.untag_samples(["low_quality", "by_sdk_comb"])
-    print("screenshot:", out / "panel_combined_tagged.png")
+    print("screenshot:", out / "panel_combined_tagged.png", out / "panel_combined_fnmr_tagged.png")
 
 
 # ------------------------------------------------------------------------------------------------

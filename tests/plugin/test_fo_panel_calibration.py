@@ -36,7 +36,8 @@ def pc(plugin):
 def write_calibrated_run(ds, api, table, key="cal", seed=5, combined=False):
     """A sample-level run whose qualities cover ``table``'s reference range (a little beyond both
     ends), with ``K_percentile`` / ``K_expected_fnmr`` from the table and the table in its config;
-    with ``combined``, also ``K_combined`` (seeded values in 0-100) listed in its fields."""
+    with ``combined``, also ``K_combined`` (seeded values in 0-100) and its expected FNMR from the
+    table's bands of combined (``K_combined_expected_fnmr``), listed in its fields."""
     import fiftyone as fo
 
     rng = np.random.default_rng(seed)
@@ -49,8 +50,10 @@ def write_calibrated_run(ds, api, table, key="cal", seed=5, combined=False):
     ds.set_values(f"{key}_expected_fnmr", table.expected_fnmr(q).tolist())
     fields = {}
     if combined:
-        ds.set_values(f"{key}_combined", np.round(rng.uniform(0, 100, len(ds)), 2).tolist())
-        fields = dict(fields=[f"{key}_quality", f"{key}_combined"])
+        comb = np.round(rng.uniform(0, 100, len(ds)), 2)
+        ds.set_values(f"{key}_combined", comb.tolist())
+        ds.set_values(f"{key}_combined_expected_fnmr", table.combined.expected_fnmr(comb).tolist())
+        fields = dict(fields=[f"{key}_quality", f"{key}_combined", f"{key}_combined_expected_fnmr"])
     api.runs.record_run(ds, key, dict(backbone="sface", sparsity=[0.5], patches_field=None,
                                       calibration=table.to_dict(), calibration_file="shipped",
                                       calibration_absent=None, **fields))
