@@ -606,17 +606,7 @@ def test_rank_by_combined_tags_what_the_sdk_tags(ui, api):
     count = int(re.match(r"(\d+) samples? below", said.inner_text()).group(1))
     expected = sum(v < 30 for v in ds.values("cal_combined") if v is not None)
     assert count == expected and 0 < count < N
-    _calm(ui)
-    page.get_by_text("Tag below threshold", exact=True).click()
-    page.get_by_text(f"Last tagging: {count} sample", exact=False).first.wait_for(timeout=WAIT_MS)
-    page.screenshot(path=str(out / "panel_combined_tagged.png"))
-    ds.reload()
-    by_panel = sorted(ds.match_tags("low_quality").values("id"))
-    info = api.tagging.tag_low_quality(ds, run_key="cal", by="combined", threshold=30, tag="by_sdk_comb",
-                                       save_view=False)
-    assert info["num_tagged"] == count == len(by_panel)
-    assert sorted(ds.match_tags("by_sdk_comb").values("id")) == by_panel
-    ds.untag_samples(["low_quality", "by_sdk_comb"])
+    _tag_as_the_sdk(ui, api, count, "panel_combined_tagged.png", by="combined", threshold=30)
     # the threshold as an expected FNMR of the combined value (no reference percentile on this scale)
     page.get_by_text("Give the threshold as").locator("xpath=following::*[@role='combobox'][1]").click()
     assert page.get_by_role("option", name="reference percentile", exact=True).count() == 0
@@ -629,25 +619,29 @@ def test_rank_by_combined_tags_what_the_sdk_tags(ui, api):
     said.wait_for(timeout=WAIT_MS)
     count = int(re.match(r"(\d+) samples? \(", said.inner_text()).group(1))
     assert count == sum(v > 0.05 for v in ds.values("cal_combined_expected_fnmr")) and 0 < count < N
-    _calm(ui)
-    page.get_by_text("Tag below threshold", exact=True).click()
-    page.get_by_text(f"Last tagging: {count} sample", exact=False).first.wait_for(timeout=WAIT_MS)
-    page.screenshot(path=str(out / "panel_combined_fnmr_tagged.png"))
-    page.locator(".js-plotly-plot").first.screenshot(path=str(out / "histogram_combined_fnmr.png"))
-    ds.reload()
-    by_panel = sorted(ds.match_tags("low_quality").values("id"))
-    info = api.tagging.tag_low_quality(ds, run_key="cal", by="combined", max_expected_fnmr=0.05, tag="by_sdk_cf",
-                                       save_view=False)
-    assert info["num_tagged"] == count == len(by_panel)
-    assert sorted(ds.match_tags("by_sdk_cf").values("id")) == by_panel
-    ds.untag_samples(["low_quality", "by_sdk_cf"])
+    _tag_as_the_sdk(ui, api, count, "panel_combined_fnmr_tagged.png", by="combined", max_expected_fnmr=0.05)
     # back to the quality: its own scale and the calibrated threshold modes again
     page.get_by_text("Rank faces by").locator("xpath=following::*[@role='combobox'][1]").click()
     page.get_by_role("option", name="quality (PreFIQs)", exact=True).click()
     page.get_by_text("Give the threshold as", exact=False).first.wait_for(timeout=WAIT_MS)
     _calm(ui)
-    ds.untag_samples(["low_quality", "by_sdk_comb"])
     print("screenshot:", out / "panel_combined_tagged.png", out / "panel_combined_fnmr_tagged.png")
+
+
+def _tag_as_the_sdk(ui, api, count, screenshot, **criterion):
+    """Click "Tag below threshold", screenshot, and check the panel tagged the ``count`` samples that
+    ``tag_low_quality(**criterion)`` tags; both tags are removed after."""
+    page, ds, out = ui["page"], ui["ds"], ui["out"]
+    _calm(ui)
+    page.get_by_text("Tag below threshold", exact=True).click()
+    page.get_by_text(f"Last tagging: {count} sample", exact=False).first.wait_for(timeout=WAIT_MS)
+    page.screenshot(path=str(out / screenshot))
+    ds.reload()  # the App's process wrote the tags
+    by_panel = sorted(ds.match_tags("low_quality").values("id"))
+    info = api.tagging.tag_low_quality(ds, run_key="cal", tag="by_sdk_check", save_view=False, **criterion)
+    assert info["num_tagged"] == count == len(by_panel)
+    assert sorted(ds.match_tags("by_sdk_check").values("id")) == by_panel
+    ds.untag_samples(["low_quality", "by_sdk_check"])
 
 
 # ------------------------------------------------------------------------------------------------
