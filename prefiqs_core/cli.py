@@ -347,6 +347,7 @@ def cmd_calibrate(args) -> int:
         for b in cal.combined.bands:
             print(f"  pair combined [{b.lo:6.2f}, {b.hi:6.2f}): {b.pairs:6d} pairs, FNMR {b.fnmr_raw:.4f} -> "
                   f"expected {b.fnmr:.4f} [{b.fnmr_lo:.4f}, {b.fnmr_hi:.4f}]", file=sys.stderr)
+
     def bands(n):
         return f"{n} band" + ("" if n == 1 else "s")
 
