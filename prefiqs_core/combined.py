@@ -73,12 +73,15 @@ class DetectorReference:
 
     def digest(self) -> str:
         """A short fingerprint of what the percentiles depend on (detector, upsample, quantiles):
-        tables fitted on combined values record it (``Calibration.combined``)."""
-        import hashlib
-        import json
+        tables fitted on combined values record it (``Calibration.combined``). Computed once: a run
+        checks it for every batch it scores."""
+        if getattr(self, "_digest", None) is None:
+            import hashlib
+            import json
 
-        key = json.dumps([self.detector, int(self.upsample), [round(float(v), 9) for v in self.quantiles]])
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
+            key = json.dumps([self.detector, int(self.upsample), [round(float(v), 9) for v in self.quantiles]])
+            self._digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return self._digest
 
     def to_dict(self) -> dict:
         return dict(schema=self.schema, detector=self.detector, upsample=self.upsample, made=self.made,
