@@ -109,7 +109,12 @@ def build(p, ctx):
         rank = types.DropdownView()
         rank.add_choice("quality", label="quality (PreFIQs)")
         rank.add_choice("combined", label=f"combined: {info.get('combined_parts')} (0-100)")
-        panel.enum("rank_by", ["quality", "combined"], label="Rank faces by", view=rank, on_change=p.on_change_rank_by)
+        # the one widget with a default, and a state entry that holds only the user's own pick: until
+        # the user picks, the App shows the default, which is what the panel ranks by. A value written
+        # from the server for a dropdown drawn in the same reply did not show in the App (it kept
+        # the entry's previous value and sent it back, which turned the ranking back to the quality)
+        panel.enum("rank_by", ["quality", "combined"], label="Rank faces by", view=rank, on_change=p.on_change_rank_by,
+                   default="combined" if combined else "quality")
     if info.get("errors"):
         errors = panel.h_stack("errors", gap=1, align_x="left", align_y="center")
         errors.md(f"**{count_text(info['errors'], unit)}** could not be scored {_where(info)} "

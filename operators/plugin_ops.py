@@ -390,6 +390,13 @@ class ComputePrefiqsVisualization(_DelegableOperator):
 # ------------------------------------------------------------------------------------------------
 
 
+def _default_by(dataset, run_key) -> str:
+    """What the tag form ranks by unless the user picks: ``combined`` on a run that wrote it (as the
+    panel opens), else the quality. The SDK call keeps ``by="quality"``: a script's threshold means
+    what it meant."""
+    return "combined" if runs.is_prefiqs_run(dataset, run_key) and runs.has_combined(dataset, run_key) else "quality"
+
+
 class TagLowQuality(foo.Operator):
     @property
     def config(self):
@@ -404,13 +411,14 @@ class TagLowQuality(foo.Operator):
         key = _run_key_choice(ctx, inputs)
         if key is None:
             return types.Property(inputs)
-        by = "quality"
-        if runs.has_combined(ctx.dataset, key):
+        by = _default_by(ctx.dataset, key)
+        if by == "combined":
             choice = types.Dropdown(label="Rank faces by")
             choice.add_choice("quality", label="quality (PreFIQs)")
             choice.add_choice("combined", label=f"combined: {runs.combined_parts(ctx.dataset, key)} (0-100)")
-            inputs.enum("by", choice.values(), default="quality", view=choice, label="Rank faces by")
-            by = ctx.params.get("by") or "quality"
+            # as the panel: a run that wrote combined is ranked by it unless the user picks the quality
+            inputs.enum("by", choice.values(), default="combined", view=choice, label="Rank faces by")
+            by = ctx.params.get("by") or by
         if by == "combined":
             thr = inputs.float("threshold", required=False, label="Combined threshold",
                                description="0-100: tag faces whose combined value is below this")
@@ -462,7 +470,7 @@ class TagLowQuality(foo.Operator):
                                worst_percent=p.get("worst_percent"), tag=p.get("tag") or "low_quality",
                                label_tags=p.get("label_tags"), save_view=p.get("save_view", True),
                                percentile=p.get("percentile"), max_expected_fnmr=p.get("max_expected_fnmr"),
-                               by=p.get("by") or "quality")
+                               by=p.get("by") or _default_by(ctx.dataset, p.get("run_key") or "prefiqs"))
         ctx.ops.reload_dataset()
         if info["saved_view"]:
             ctx.ops.set_view(name=info["saved_view"])

@@ -100,7 +100,9 @@ def test_panel_worst_first_and_operator_in_chromium(app):
     from playwright.sync_api import sync_playwright
 
     ds, server, out = app["ds"], app["server"], app["out"]
-    ids, q = ds.values(["faces.detections.id", "faces.detections.prefiqs_quality"], unwind=True)
+    # the run wrote combined values (faces found by the built-in detector), so the panel ranks by them
+    ids, q = ds.values(["faces.detections.id", "faces.detections.prefiqs_combined"], unwind=True)
+    assert None not in q
     worst_id = min(zip(ids, q), key=lambda t: t[1])[0]
     errors = []
     with sync_playwright() as pw:
@@ -128,7 +130,8 @@ def test_panel_worst_first_and_operator_in_chromium(app):
             page.get_by_text(re.compile(r"\d+ faces? below")).wait_for()  # the live count
             _shot(page, out, "panel.png")
 
-            # 2. worst first: the grid's first item is the worst face (a patch's id is its face's id)
+            # 2. worst first: the grid's first item is the worst face by combined (a patch's id is its
+            # face's id)
             with page.expect_response(lambda r: _is_grid_query(r, "ToPatches")) as grid:
                 page.get_by_text("Show worst first", exact=True).click()
             edges = grid.value.json()["data"]["samples"]["edges"]

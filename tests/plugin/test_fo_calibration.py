@@ -354,3 +354,43 @@ def test_tag_by_combined_needs_the_values_and_its_own_scale(scored, api):
         tag(scored, threshold=0.5, by="drift")
     with pytest.raises(ValueError, match="by is one of quality, combined"):
         api.tagging.tag_low_quality(scored, threshold=0.5, by="drift")
+
+
+def _tag_form(ds, **params):
+    from fiftyone.operators.executor import ExecutionContext
+
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, params=params))
+    return foo.get_operator(P + "tag_low_quality").resolve_input(ctx).type.properties
+
+
+def test_the_tag_form_ranks_by_combined_where_the_run_wrote_it_and_executes_what_it_shows(scored):
+    from fiftyone import ViewField as F
+    from fiftyone.operators.executor import execute_operator
+
+    ds = scored
+    form = _tag_form(ds, run_key="prefiqs")
+    assert form["by"].default == "combined" and form["threshold"].view.label == "Combined threshold"
+    assert "max_expected_fnmr" in form and "percentile" not in form  # the bands of combined convert; no percentile
+    assert form["threshold"].invalid  # nothing given yet
+    assert "percentile" in _tag_form(ds, run_key="prefiqs", by="quality")
+    assert _tag_form(ds, run_key="prefiqs", by="quality")["threshold"].view.label == "Quality threshold"
+    # a percentile under the default ranking is refused by the form, as the SDK refuses it
+    refused = _tag_form(ds, run_key="prefiqs", percentile=5)["threshold"]
+    assert refused.invalid and "convert the quality" in refused.error_message
+    # a run without combined values has no choice to make
+    theirs = _tag_form(ds, run_key="theirs")
+    assert "by" not in theirs and theirs["threshold"].view.label == "Quality threshold"
+
+    # executed with the form's params as shown (no "by" sent), it tags by combined
+    comb = sorted(v for v in ds.values("faces.detections.prefiqs_combined", unwind=True) if v is not None)
+    t = float((comb[2] + comb[3]) / 2)
+    try:
+        params = dict(run_key="prefiqs", threshold=t, tag="form_low", save_view=False)
+        result = execute_operator(P + "tag_low_quality", ctx=dict(dataset=ds, params=params))
+        result.raise_exceptions()
+        assert result.result["by"] == "combined" and result.result["num_tagged"] == 3
+        got = ds.filter_labels("faces", F("tags").contains("form_low")).values("faces.detections.prefiqs_combined",
+                                                                               unwind=True)
+        assert sorted(got) == comb[:3]
+    finally:
+        ds.untag_labels("form_low")

@@ -128,7 +128,7 @@ def test_no_run_offers_the_compute_form(make_dataset, photos):
 def test_on_load_histogram_count_and_maps(scored):
     ds = scored
     faces = _faces(ds)
-    first, state = _loaded(ds)
+    first, state = _loaded(ds, rank_by="quality")
     assert state["runs"] == ["prefiqs", "whole"]
     info = state["info"]
     assert info["patch_run"] and info["num"] == len(faces) == 10 and not info["custom_view"]
@@ -174,7 +174,7 @@ def test_on_load_histogram_count_and_maps(scored):
 
 def test_histogram_click_shows_that_range(scored):
     ds = scored
-    first, state = _loaded(ds)
+    first, state = _loaded(ds, rank_by="quality")
     bars = first.data["histogram"][0]
     faces = _faces(ds)
     for k in (int(np.argmax(bars["y"])), len(bars["y"]) - 1):  # the fullest bar, and the last (closed) one
@@ -192,7 +192,7 @@ def test_threshold_change_updates_live_count(scored, plugin):
 
     ds = scored
     computed = importlib.import_module(f"{plugin.__name__}.operators.panel").COMPUTED
-    _, state = _loaded(ds)
+    _, state = _loaded(ds, rank_by="quality")
     q = sorted(_faces(ds).values())
     t = (q[3] + q[4]) / 2
     changed = call(ds, "on_change_threshold", state=state, value=t)
@@ -208,14 +208,14 @@ def test_threshold_change_updates_live_count(scored, plugin):
 
 def test_show_worst_first_patch_and_sample_runs(scored):
     ds = scored
-    _, state = _loaded(ds)
+    _, state = _loaded(ds, rank_by="quality")
     view = call(ds, "show_worst_first", state=state).set_view(ds)
     assert view._is_patches and len(view) == 10
     q = view.values("faces.prefiqs_quality")
     assert q == sorted(q) and q[0] == min(_faces(ds).values())
     assert view.first().id == min(_faces(ds).items(), key=lambda kv: kv[1])[0]  # a patch's id is its face's
 
-    _, state = _loaded(ds, run_key="whole")
+    _, state = _loaded(ds, run_key="whole", rank_by="quality")
     view = call(ds, "show_worst_first", state=state).set_view(ds)
     q = view.values("whole_quality")
     assert not view._is_patches and None not in q and q == sorted(q) and len(q) == 4
@@ -223,7 +223,7 @@ def test_show_worst_first_patch_and_sample_runs(scored):
 
 def test_show_below_threshold(scored):
     ds = scored
-    _, state = _loaded(ds)
+    _, state = _loaded(ds, rank_by="quality")
     q = sorted(_faces(ds).values())
     state = _moved(ds, state, (q[2] + q[3]) / 2)
     view = call(ds, "show_below_threshold", state=state).set_view(ds)
@@ -232,7 +232,7 @@ def test_show_below_threshold(scored):
 
 def test_tag_below_threshold_writes_label_tags(scored):
     ds = scored
-    _, state = _loaded(ds)
+    _, state = _loaded(ds, rank_by="quality")
     faces = _faces(ds)
     q = sorted(faces.values())
     t = (q[1] + q[2]) / 2
@@ -364,7 +364,7 @@ def test_rank_by_combined_moves_histogram_threshold_count_views_and_tagging(scor
     ds = scored
     comb = _combined(ds)
     assert len(comb) == 10  # every face of the built-in detector has one
-    first, state = _loaded(ds)
+    first, state = _loaded(ds, rank_by="quality")
     assert state["info"]["has_combined"] and state["info"]["rank_by"] == "quality" and "rank_by" in first.props()
 
     ranked = call(ds, "on_change_rank_by", state=state, value="combined")
@@ -461,15 +461,16 @@ def test_a_dlib_run_says_its_combined_value_averages_distinctiveness_too(scored)
         first, state = _loaded(ds, run_key="dl")
         assert state["info"]["combined_parts"] == "PreFIQs, the detector's score and distinctiveness"
         assert "combined: PreFIQs, the detector's score and distinctiveness (0-100)" in str(first.props()["rank_by"])
-        ranked = call(ds, "on_change_rank_by", state=state, value="combined")
+        ranked = first  # a run that wrote combined opens ranked by it
+        assert state["info"]["rank_by"] == "combined"
         note = str(ranked.props()["combined_note"])
         assert "distinctiveness's reference percentiles" in note and "dl_distinctiveness" in note
         title = ranked.props()["histogram"]["view"]["layout"]["title"]["text"]
         assert title.startswith("Combined: PreFIQs, the detector's score and distinctiveness, 0-100")
         # the default (SFace) run's combined value has two parts, and says so
-        _, sf = _loaded(ds)
+        sf_first, sf = _loaded(ds)
         assert sf["info"]["combined_parts"] == "PreFIQs and the detector's score"
-        note = str(call(ds, "on_change_rank_by", state=sf, value="combined").props()["combined_note"])
+        note = str(sf_first.props()["combined_note"])
         assert "distinctiveness" not in note and "the detector score's reference percentiles" in note
     finally:
         foo.get_operator(P + "delete_prefiqs_run")(ds, run_key="dl")
@@ -494,6 +495,44 @@ def test_rank_by_combined_on_a_sample_run_and_a_run_without_combined_values(scor
         chips.delete()
 
 
+def test_a_run_with_combined_opens_ranked_by_it_and_a_pick_of_the_quality_holds(scored, fo, photos):
+    ds = scored
+    comb = _combined(ds)
+    first, state = _loaded(ds)  # no ranking in the state: the run's default
+    info = state["info"]
+    assert info["rank_by"] == "combined" and "rank_by" not in state
+    # the dropdown shows what is ranked through its default: a value the server writes for a dropdown
+    # drawn in the same reply does not show in the App
+    assert first.props()["rank_by"]["default"] == "combined"
+    assert (info["lo"], info["hi"]) == (pytest.approx(min(comb.values())), pytest.approx(max(comb.values())))
+    assert state["threshold"] == pytest.approx(ds.quantiles("faces.detections.prefiqs_combined", [0.05])[0], abs=1e-4)
+    assert state["below"] == sum(v < state["threshold"] for v in comb.values())
+    assert sum(first.data["histogram"][0]["y"]) == len(comb) and "combined_note" in first.props()
+
+    # the user picks the quality: a narrowed view keeps it
+    picked = call(ds, "on_change_rank_by", state=state, value="quality")
+    assert picked.state["info"]["rank_by"] == "quality" and picked.props()["rank_by"]["default"] == "quality"
+    picked = dict(picked.state)
+    narrowed = dict(call(ds, "on_change_view", state=picked, view=ds.limit(3)).state)
+    assert narrowed["info"]["rank_by"] == narrowed["rank_by"] == "quality" and narrowed["info"]["custom_view"]
+    # the pick holds for another run too, and the dropdown says so
+    other = call(ds, "on_change_run", state=picked, value="whole")
+    assert other.state["info"]["rank_by"] == "quality" and other.props()["rank_by"]["default"] == "quality"
+    # picked back, combined starts from its own default threshold
+    back = dict(call(ds, "on_change_rank_by", state=dict(other.state), value="combined").state)
+    assert back["info"]["rank_by"] == "combined"
+    assert back["threshold"] == pytest.approx(ds.quantiles("whole_combined", [0.05])[0], abs=1e-4)
+
+    chips = fo.Dataset()  # a run without combined values opens ranked by its quality
+    try:
+        chips.add_samples([fo.Sample(filepath=p) for p in photos[:2]])
+        foo.get_operator(P + "compute_prefiqs")(chips, run_key="q", aligned=True)
+        first, state = _loaded(chips, run_key="q")
+        assert state["info"]["rank_by"] == "quality" and "rank_by" not in first.props()
+    finally:
+        chips.delete()
+
+
 def test_a_threshold_sent_for_the_run_shown_before_a_switch_is_not_applied(scored):
     """The typed box re-sends its value when the user leaves it (the click on the run picker); when
     that event reaches the server after the switch, it carries the App's state from before it."""
@@ -505,9 +544,16 @@ def test_a_threshold_sent_for_the_run_shown_before_a_switch_is_not_applied(score
     late = call(ds, "on_type_threshold", state=dict(state, run_key="prefiqs"), value=0.99)
     assert late.state["below_at"] == t
     assert not any("threshold" in p.get("state", {}) for p in late.ops("patch_panel_state"))
-    # the same value typed on the run now shown is applied
+    # the same value typed on the run now shown is applied, on that run's scale: the sample run opens
+    # ranked by its combined value (0-100)
+    assert switched["info"]["rank_by"] == "combined"
     typed = call(ds, "on_type_threshold", state=dict(switched), value=0.99)
-    assert typed.state["below_at"] == 0.99 and typed.state["below"] == 4
+    assert typed.state["below_at"] == 0.99
+    assert typed.state["below"] == sum(v < 0.99 for v in ds.values("whole_combined") if v is not None)
+    comb = sorted(v for v in ds.values("whole_combined") if v is not None)
+    mid = round((comb[1] + comb[2]) / 2, 3)
+    typed = call(ds, "on_type_threshold", state=dict(switched), value=mid)
+    assert typed.state["below_at"] == mid and typed.state["below"] == 2
 
 
 def test_edc_from_an_evaluation_run(scored):

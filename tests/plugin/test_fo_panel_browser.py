@@ -157,6 +157,11 @@ def _pick_run(page, key):
     page.get_by_text(f"{key}: sample-level", exact=False).wait_for()
 
 
+def _rank_by(page, label):
+    page.get_by_text("Rank faces by").locator("xpath=following::*[@role='combobox'][1]").click()
+    page.get_by_role("option", name=label, exact=True).click()
+
+
 def _expected_below(ds, key, t):
     q = [v for v in ds.values(f"{key}_quality") if v is not None]
     return sum(v < t for v in q)
@@ -549,10 +554,28 @@ def test_lasso_narrows_both_maps_to_exactly_the_lassoed_faces(ui):
 
 
 def test_threshold_by_percentile_tags_what_the_sdk_tags(ui, api):
-    """A user sets the threshold as a reference percentile, tags below it, and gets the same faces
-    as the SDK's ``tag_low_quality(..., percentile=p)``."""
+    """A run that wrote combined values opens ranked by them; the user ranks by the quality, sets the
+    threshold as a reference percentile, tags below it, and gets the same faces as the SDK's
+    ``tag_low_quality(..., percentile=p)``."""
     page, ds, out = ui["page"], ui["ds"], ui["out"]
+    _pick_run(page, "alpha")  # a run without combined values: nothing to rank by but its quality
+    _calm(ui)
+    assert page.get_by_text("Rank faces by").count() == 0
+    # a run that wrote combined opens ranked by it and stays so, with the dropdown saying it (the
+    # first test here to touch the ranking: nothing was picked yet)
+    sent = len(ui["calls"])
     _pick_run(page, "cal")
+    rank = page.get_by_text("Rank faces by").locator("xpath=following::*[@role='combobox'][1]")
+    rank.wait_for(timeout=WAIT_MS)
+    page.get_by_text("Combined", exact=True).first.wait_for(timeout=WAIT_MS)  # the slider's label
+    _settle(ui)
+    assert "combined: PreFIQs and the detector's score (0-100)" in rank.inner_text()
+    assert "Combined: PreFIQs and the detector's score" in page.evaluate(
+        "() => document.querySelector('.js-plotly-plot').layout.title.text")
+    assert [c for c in ui["calls"][sent:] if c[1] == "on_change_rank_by"] == []
+    page.screenshot(path=str(out / "panel_opens_combined.png"))
+    # the percentile converts the quality: the user ranks by it
+    _rank_by(page, "quality (PreFIQs)")
     # (a failure leaves a screenshot of the page: the hook in conftest.py)
     # the run's table is read: the histogram carries the expected-FNMR curve and the percentile axis
     page.get_by_text("expected FNMR ≥", exact=False).first.wait_for(timeout=WAIT_MS)
@@ -593,8 +616,7 @@ def test_rank_by_combined_tags_what_the_sdk_tags(ui, api):
     page, ds, out = ui["page"], ui["ds"], ui["out"]
     ds.untag_samples("low_quality")
     _pick_run(page, "cal")
-    page.get_by_text("Rank faces by").locator("xpath=following::*[@role='combobox'][1]").click()
-    page.get_by_role("option", name="combined: PreFIQs and the detector's score (0-100)", exact=True).click()
+    _rank_by(page, "combined: PreFIQs and the detector's score (0-100)")  # the percentile test picked quality
     page.get_by_text("reference-percentile thresholds convert the quality", exact=False).first.wait_for(
         timeout=WAIT_MS)
     page.get_by_text("Combined", exact=True).first.wait_for(timeout=WAIT_MS)  # the slider's label
@@ -621,8 +643,7 @@ def test_rank_by_combined_tags_what_the_sdk_tags(ui, api):
     assert count == sum(v > 0.05 for v in ds.values("cal_combined_expected_fnmr")) and 0 < count < N
     _tag_as_the_sdk(ui, api, count, "panel_combined_fnmr_tagged.png", by="combined", max_expected_fnmr=0.05)
     # back to the quality: its own scale and the calibrated threshold modes again
-    page.get_by_text("Rank faces by").locator("xpath=following::*[@role='combobox'][1]").click()
-    page.get_by_role("option", name="quality (PreFIQs)", exact=True).click()
+    _rank_by(page, "quality (PreFIQs)")
     page.get_by_text("Give the threshold as", exact=False).first.wait_for(timeout=WAIT_MS)
     _calm(ui)
     print("screenshot:", out / "panel_combined_tagged.png", out / "panel_combined_fnmr_tagged.png")
