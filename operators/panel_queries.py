@@ -149,8 +149,12 @@ def scope_of(ctx_view, dataset, run_key: str, value: str = "quality") -> Scope:
 
 
 def combined_default_threshold(dataset, fields: runs.RunFields) -> float:
-    """A starting combined threshold: the run's 5th percentile of ``K_combined`` over ``dataset``
-    (as the quality's default is its 5th percentile), else 5."""
+    """A starting combined threshold: the run's 5th percentile of ``K_combined``, interpolated as
+    the quality's is (from the run's summary; a nearest-rank percentile of a few faces is their
+    lowest value, below which nothing lies), else the database's over ``dataset``, else 5."""
+    pct = ((runs.load_results(dataset, fields.key).get("summary") or {}).get("combined_percentiles") or {}).get("5")
+    if pct is not None:
+        return round(float(pct), 4)
     q = dataset.quantiles(fields.combined, [0.05])
     return 5.0 if not q or q[0] is None else round(float(q[0]), 4)
 

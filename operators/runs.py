@@ -204,8 +204,9 @@ def update_results(samples, run_key: str, **changes):
     dataset.save_run_results(run_key, dataset.init_run_results(run_key, **data), overwrite=True, cache=False)
 
 
-def summary_stats(quality, drift, num_errors: int) -> dict:
-    """Summary of a run over every face it has scored so far (JSON-friendly floats)."""
+def summary_stats(quality, drift, num_errors: int, combined=None) -> dict:
+    """Summary of a run over every face it has scored so far (JSON-friendly floats); with the faces'
+    ``combined`` values, their percentiles too (the panel's starting threshold when ranking by it)."""
     q = np.asarray([v for v in quality if v is not None], dtype=np.float64)
     d = np.asarray([v for v in drift if v is not None], dtype=np.float64)
     out = dict(num_scored=int(q.size), num_errors=int(num_errors))
@@ -215,6 +216,10 @@ def summary_stats(quality, drift, num_errors: int) -> dict:
                    quality_max=float(q.max()),
                    quality_percentiles={str(p): float(v) for p, v in zip((5, 25, 50, 75, 95), pct)},
                    drift_mean=float(d.mean()) if d.size else None)
+    c = np.asarray([v for v in (combined or []) if v is not None], dtype=np.float64)
+    if c.size:
+        out["combined_percentiles"] = {str(p): float(v) for p, v in
+                                       zip((5, 25, 50, 75, 95), np.percentile(c, [5, 25, 50, 75, 95]))}
     return out
 
 

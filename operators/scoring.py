@@ -658,6 +658,7 @@ def _summary(dataset, fields) -> dict:
         num_errors = dataset.count(fields.error) + len(faceless)
     else:
         num_errors = dataset.count(fields.error)
-    out = runs.summary_stats(quality, drift, num_errors)
+    combined = dataset.values(fields.combined, unwind=True) if dataset.has_field(fields.combined) else None
+    out = runs.summary_stats(quality, drift, num_errors, combined=combined)
     out["num_samples"] = _num_done(dataset, fields)
     return out

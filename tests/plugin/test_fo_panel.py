@@ -372,7 +372,7 @@ def test_rank_by_combined_moves_histogram_threshold_count_views_and_tagging(scor
     assert s["info"]["rank_by"] == "combined" and (s["info"]["run_lo"], s["info"]["run_hi"]) == (0.0, 100.0)
     assert s["info"]["lo"] == pytest.approx(min(comb.values())) and s["info"]["hi"] == pytest.approx(max(comb.values()))
     # starts from the run's 5th percentile of the combined value, counted on that scale
-    assert s["threshold"] == pytest.approx(ds.quantiles("faces.detections.prefiqs_combined", [0.05])[0], abs=0.01)
+    assert s["threshold"] == pytest.approx(np.percentile(list(comb.values()), 5), abs=1e-4)
     assert s["below"] == sum(v < s["threshold"] for v in comb.values())
     bars, *curve = ranked.data["histogram"]  # the bars, then the combined bands' expected-FNMR curve
     assert sum(bars["y"]) == 10 and "combined" in bars["hovertemplate"]
@@ -505,8 +505,10 @@ def test_a_run_with_combined_opens_ranked_by_it_and_a_pick_of_the_quality_holds(
     # drawn in the same reply does not show in the App
     assert first.props()["rank_by"]["default"] == "combined"
     assert (info["lo"], info["hi"]) == (pytest.approx(min(comb.values())), pytest.approx(max(comb.values())))
-    assert state["threshold"] == pytest.approx(ds.quantiles("faces.detections.prefiqs_combined", [0.05])[0], abs=1e-4)
-    assert state["below"] == sum(v < state["threshold"] for v in comb.values())
+    # it starts at the 5th percentile, interpolated as the quality's is, so that a few faces (10 here)
+    # do not start with the lowest value and nothing below it
+    assert state["threshold"] == pytest.approx(np.percentile(list(comb.values()), 5), abs=1e-4)
+    assert state["below"] == sum(v < state["threshold"] for v in comb.values()) == 1
     assert sum(first.data["histogram"][0]["y"]) == len(comb) and "combined_note" in first.props()
 
     # the user picks the quality: a narrowed view keeps it
@@ -521,7 +523,8 @@ def test_a_run_with_combined_opens_ranked_by_it_and_a_pick_of_the_quality_holds(
     # picked back, combined starts from its own default threshold
     back = dict(call(ds, "on_change_rank_by", state=dict(other.state), value="combined").state)
     assert back["info"]["rank_by"] == "combined"
-    assert back["threshold"] == pytest.approx(ds.quantiles("whole_combined", [0.05])[0], abs=1e-4)
+    whole = [v for v in ds.values("whole_combined") if v is not None]
+    assert back["threshold"] == pytest.approx(np.percentile(whole, 5), abs=1e-4) and back["below"] == 1
 
     chips = fo.Dataset()  # a run without combined values opens ranked by its quality
     try:
@@ -529,8 +532,23 @@ def test_a_run_with_combined_opens_ranked_by_it_and_a_pick_of_the_quality_holds(
         foo.get_operator(P + "compute_prefiqs")(chips, run_key="q", aligned=True)
         first, state = _loaded(chips, run_key="q")
         assert state["info"]["rank_by"] == "quality" and "rank_by" not in first.props()
+        assert "combined_percentiles" not in chips.load_run_results("q").summary
     finally:
         chips.delete()
+
+
+def test_a_run_recorded_without_combined_percentiles_starts_from_the_databases(scored, api):
+    """Runs recorded before the summary held the combined value's percentiles: the database's 5th
+    percentile over the dataset."""
+    ds = scored
+    summary = dict(ds.load_run_results("whole").summary)
+    try:
+        api.runs.update_results(ds, "whole", summary={k: v for k, v in summary.items() if k != "combined_percentiles"})
+        _, state = _loaded(ds, run_key="whole")
+        assert state["info"]["rank_by"] == "combined"
+        assert state["threshold"] == pytest.approx(ds.quantiles("whole_combined", [0.05])[0], abs=1e-4)
+    finally:
+        api.runs.update_results(ds, "whole", summary=summary)
 
 
 def test_a_threshold_sent_for_the_run_shown_before_a_switch_is_not_applied(scored):
