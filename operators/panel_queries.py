@@ -152,9 +152,9 @@ def combined_default_threshold(dataset, fields: runs.RunFields) -> float:
     """A starting combined threshold: the run's 5th percentile of ``K_combined``, interpolated as
     the quality's is (from the run's summary; a nearest-rank percentile of a few faces is their
     lowest value, below which nothing lies), else the database's over ``dataset``, else 5."""
-    pct = ((runs.load_results(dataset, fields.key).get("summary") or {}).get("combined_percentiles") or {}).get("5")
+    pct = _summary_5th(dataset, fields.key, "combined_percentiles")
     if pct is not None:
-        return round(float(pct), 4)
+        return pct
     q = dataset.quantiles(fields.combined, [0.05])
     return 5.0 if not q or q[0] is None else round(float(q[0]), 4)
 
@@ -190,12 +190,17 @@ def histogram(scope: Scope, bins: int = HIST_BINS):
                 lo=float(true_lo), hi=float(true_hi))
 
 
+def _summary_5th(dataset, run_key: str, name: str):
+    """The 5th percentile the run's summary keeps under ``name`` (rounded for the slider), or None."""
+    pct = ((runs.load_results(dataset, run_key).get("summary") or {}).get(name) or {}).get("5")
+    return None if pct is None else round(float(pct), 4)
+
+
 def default_threshold(dataset, run_key: str, lo=None, hi=None) -> float:
     """A starting threshold: the run's 5th percentile of quality, else the low end of the view."""
-    summary = runs.load_results(dataset, run_key).get("summary") or {}
-    pct = (summary.get("quality_percentiles") or {}).get("5")
+    pct = _summary_5th(dataset, run_key, "quality_percentiles")
     if pct is not None:
-        return round(float(pct), 4)
+        return pct
     if lo is not None and hi is not None:
         return round(lo + 0.05 * (hi - lo), 4)
     return 0.5

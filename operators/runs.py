@@ -207,19 +207,21 @@ def update_results(samples, run_key: str, **changes):
 def summary_stats(quality, drift, num_errors: int, combined=None) -> dict:
     """Summary of a run over every face it has scored so far (JSON-friendly floats); with the faces'
     ``combined`` values, their percentiles too (the panel's starting threshold when ranking by it)."""
-    q = np.asarray([v for v in quality if v is not None], dtype=np.float64)
-    d = np.asarray([v for v in drift if v is not None], dtype=np.float64)
+    def scored(values):
+        return np.asarray([v for v in (values or []) if v is not None], dtype=np.float64)
+
+    def percentiles(x):
+        levels = (5, 25, 50, 75, 95)
+        return {str(p): float(v) for p, v in zip(levels, np.percentile(x, levels))}
+
+    q, d, c = scored(quality), scored(drift), scored(combined)
     out = dict(num_scored=int(q.size), num_errors=int(num_errors))
     if q.size:
-        pct = np.percentile(q, [5, 25, 50, 75, 95])
         out.update(quality_mean=float(q.mean()), quality_std=float(q.std()), quality_min=float(q.min()),
-                   quality_max=float(q.max()),
-                   quality_percentiles={str(p): float(v) for p, v in zip((5, 25, 50, 75, 95), pct)},
+                   quality_max=float(q.max()), quality_percentiles=percentiles(q),
                    drift_mean=float(d.mean()) if d.size else None)
-    c = np.asarray([v for v in (combined or []) if v is not None], dtype=np.float64)
     if c.size:
-        out["combined_percentiles"] = {str(p): float(v) for p, v in
-                                       zip((5, 25, 50, 75, 95), np.percentile(c, [5, 25, 50, 75, 95]))}
+        out["combined_percentiles"] = percentiles(c)
     return out
 
 

@@ -650,7 +650,9 @@ def _score_patches(view, fields, keypoints_field, default_conv, scorer, batch_si
 
 
 def _summary(dataset, fields) -> dict:
-    quality, drift = dataset.values([fields.quality, fields.drift], unwind=True)
+    # one pass over the faces: the combined values (where the run wrote them) with quality and drift
+    paths = [fields.quality, fields.drift] + ([fields.combined] if dataset.has_field(fields.combined) else [])
+    quality, drift, *combined = dataset.values(paths, unwind=True)
     if fields.patches_field:
         pf = fields.patches_field
         faceless = dataset.match(F(fields.sample_error).exists()).match(
@@ -658,7 +660,6 @@ def _summary(dataset, fields) -> dict:
         num_errors = dataset.count(fields.error) + len(faceless)
     else:
         num_errors = dataset.count(fields.error)
-    combined = dataset.values(fields.combined, unwind=True) if dataset.has_field(fields.combined) else None
-    out = runs.summary_stats(quality, drift, num_errors, combined=combined)
+    out = runs.summary_stats(quality, drift, num_errors, combined=combined[0] if combined else None)
     out["num_samples"] = _num_done(dataset, fields)
     return out
