@@ -751,3 +751,14 @@ def test_sample_level_maps_above_the_cap(scored, plugin, monkeypatch):
     finally:
         for k in keys:
             ds.delete_brain_run(k)
+
+
+def test_an_empty_view_ranked_by_combined_counts_nothing_and_keeps_the_runs_scale(scored):
+    ds = scored
+    first, state = _loaded(ds, view=ds.limit(0))
+    info = state["info"]
+    assert info["rank_by"] == "combined" and info["num"] == 0 and info["lo"] is None and info["custom_view"]
+    assert (info["run_lo"], info["run_hi"]) == (0.0, 100.0) and state["below"] == 0
+    assert "no combined" in str(first.props()["summary"])
+    shown = call(ds, "show_below_threshold", state=state, view=ds.limit(0)).set_view(ds)
+    assert len(shown) == 0
